@@ -1,0 +1,141 @@
+"""The `loom` command: thin, one function per subcommand, no logic of its own.
+
+Errors a user can fix (`LoomError`) are printed as one message without a traceback; `--debug`
+anywhere on the command line shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from loom.errors import LoomError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="quickstart", help="TOML file or preset name (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a setting, e.g. --set train.steps=100 (repeatable)")
+
+
+def _load(args):
+    from loom.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_quickstart(args) -> None:
+    from loom.pipeline import quickstart
+
+    quickstart(_load(args))
+
+
+def cmd_data_build(args) -> None:
+    from loom.data import build_dataset
+
+    print(build_dataset(_load(args), force=args.force))
+
+
+def cmd_tokenizer_train(args) -> None:
+    from loom.data import train_corpus_tokenizer
+
+    print(train_corpus_tokenizer(_load(args)).path)
+
+
+def cmd_train(args) -> None:
+    from loom.train import train
+
+    summary = train(_load(args), resume=args.resume)
+    print(f"trained {summary['steps']} steps: validation loss {summary['final_val_loss']:.4f}; "
+          f"run in {summary['run_dir']}")
+
+
+def cmd_sample(args) -> None:
+    from loom.config import SampleConfig
+    from loom.pipeline import sample_from_run
+
+    settings = SampleConfig(prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    print(args.prompt, end="", flush=True)
+    for piece in sample_from_run(args.run, args.prompt, settings, seed=args.seed, device=args.device):
+        print(piece, end="", flush=True)
+    print()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loom", description="From raw text and code to a trained, sampling language model.",
+        epilog="Add --debug anywhere to see tracebacks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="build the embedded corpus, train a small model, print a sample",
+                       description="Builds the standard-library corpus and tokenizer, trains the quickstart "
+                                   "model on the CPU in minutes, and prints a sample.")
+    _config_args(p)
+    p.set_defaults(func=cmd_quickstart)
+
+    data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_command", required=True,
+                                                                         metavar="COMMAND")
+    p = data.add_parser("build", help="tokenize the corpus into token shards (training the tokenizer if needed)")
+    _config_args(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if the shards are up to date")
+    p.set_defaults(func=cmd_data_build)
+
+    tok = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(dest="tok_command", required=True,
+                                                                                metavar="COMMAND")
+    p = tok.add_parser("train", help="train the BPE tokenizer on a sample of the corpus")
+    _config_args(p)
+    p.set_defaults(func=cmd_tokenizer_train)
+
+    p = sub.add_parser("train", help="train a model on built shards (under torchrun for several processes)",
+                       description="Trains on the shards at data.dir. Continues the run's newest valid "
+                                   "checkpoint when there is one. Launch with `torchrun --nproc_per_node N "
+                                   "-m loom train ...` for data parallelism.")
+    _config_args(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", dest="resume", action="store_const", const="always", default="auto",
+                       help="require a checkpoint to continue from")
+    group.add_argument("--no-resume", dest="resume", action="store_const", const="never",
+                       help="refuse to continue an existing run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text from a trained run")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
+    p.add_argument("--prompt", default="def ")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    p.add_argument("--top-k", type=int, default=50, help="0 to disable")
+    p.add_argument("--top-p", type=float, default=0.95, help="1.0 to disable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LoomError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"loom: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nloom: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"loom: internal error: {type(e).__name__}: {e}\n(run again with --debug for the traceback, "
+              "and please report it)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Every setting of loom, typed and validated in one place.
+
+A config is a TOML file (or a preset name: `quickstart`, `gpt2-124m`, ... from `loom/configs/`)
+whose sections match the dataclasses below; keys left out take the defaults shown here.
+`--set section.key=value` overrides are applied on top, with values parsed as TOML literals
+(`--set train.lr=1e-3`, `--set run.name=exp1`). Unknown keys, wrong types and inconsistent
+values are errors that name the key and say how to fix it.
+
+Does not own: what the settings do (each stage reads its section).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from loom.errors import ConfigError
+from loom.model.gpt import ModelConfig
+from loom.tokenizer import MIN_VOCAB_SIZE
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class RunConfig:
+    name: str = "quickstart"
+    dir: str = "runs"  # the run lives in <dir>/<name>/
+    seed: int = 1337
+
+
+@dataclass
+class DataConfig:
+    source: str = "stdlib"  # the embedded standard-library corpus
+    dir: str = "data/stdlib"  # tokenizer.json and shards/ are written here
+    max_files: int = 0  # read only the first N source files (0: all); for quick trials
+    val_fraction: float = 0.02  # share of documents, by id hash, held out for validation
+    shard_tokens: int = 50_000_000  # tokens per shard file before a new one is started
+    workers: int = 0  # processes reading and parsing sources (0: one per CPU)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 8192
+    train_bytes: int = 8_000_000  # size of the corpus sample the BPE merges are learnt from
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    seq_len: int = 256
+    micro_batch: int = 16  # sequences per process per forward/backward pass
+    batch_tokens: int = 0  # global tokens per optimizer step (0: micro_batch * seq_len * processes)
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    eval_every: int = 100  # validation loss every N steps (and at the start and end)
+    eval_batches: int = 10  # micro-batches per process in each validation
+    log_every: int = 10
+    ckpt_every: int = 500  # a checkpoint every N steps (and at the end)
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # auto: cuda if present, else cpu
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
+
+
+@dataclass
+class SampleConfig:
+    prompt: str = "def "
+    max_new_tokens: int = 200
+    temperature: float = 0.8  # 0: greedy
+    top_k: int = 50  # 0: off
+    top_p: float = 0.95  # 1.0: off
+
+
+@dataclass
+class LoomConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir) / self.run.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def resolve_config_path(source: str | Path) -> Path:
+    """A path to a TOML file, or the name of a preset."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / f"{source}.toml"
+    if preset.is_file() and path.suffix != ".toml":
+        return preset
+    raise ConfigError(
+        f"config {source} not found: give a path to a TOML file or one of the presets "
+        f"({', '.join(presets())})"
+    )
+
+
+def load_config(source: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> LoomConfig:
+    """Reads a config file or preset (defaults only when None), applies `section.key=value`
+    overrides, and validates the result."""
+    raw: dict = {}
+    where = "defaults"
+    if source is not None:
+        path = resolve_config_path(source)
+        where = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    for item in overrides:
+        _apply_override(raw, item)
+    cfg = _build(LoomConfig, raw, where, "")
+    if "vocab_size" not in raw.get("model", {}):
+        cfg.model.vocab_size = cfg.tokenizer.vocab_size
+    validate(cfg, where)
+    return cfg
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=1e-3")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word: take it as a string
+    raw.setdefault(parts[0], {})
+    if not isinstance(raw[parts[0]], dict):
+        raise ConfigError(f"--set {item!r}: {parts[0]} is not a section")
+    raw[parts[0]][parts[1]] = value
+
+
+def _build(cls, raw: dict, where: str, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table of settings")
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{where}: unknown key {prefix}{key}{hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            values[key] = _build(kind, value, where, f"{prefix}{key}.")
+        else:
+            values[key] = _check_type(value, kind, where, f"{prefix}{key}")
+    return cls(**values)
+
+
+def _check_type(value, kind, where: str, key: str):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {key} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def validate(cfg: LoomConfig, where: str = "config") -> None:
+    def fail(msg: str):
+        raise ConfigError(f"{where}: {msg}")
+
+    positive = {
+        "data.shard_tokens": cfg.data.shard_tokens,
+        "tokenizer.train_bytes": cfg.tokenizer.train_bytes,
+        "model.n_layer": cfg.model.n_layer,
+        "model.n_head": cfg.model.n_head,
+        "model.n_kv_head": cfg.model.n_kv_head,
+        "model.d_model": cfg.model.d_model,
+        "model.max_seq_len": cfg.model.max_seq_len,
+        "model.mlp_ratio": cfg.model.mlp_ratio,
+        "model.rope_theta": cfg.model.rope_theta,
+        "model.norm_eps": cfg.model.norm_eps,
+        "train.steps": cfg.train.steps,
+        "train.seq_len": cfg.train.seq_len,
+        "train.micro_batch": cfg.train.micro_batch,
+        "train.lr": cfg.train.lr,
+        "train.eval_every": cfg.train.eval_every,
+        "train.eval_batches": cfg.train.eval_batches,
+        "train.log_every": cfg.train.log_every,
+        "train.ckpt_every": cfg.train.ckpt_every,
+        "sample.max_new_tokens": cfg.sample.max_new_tokens,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            fail(f"{key} must be positive, not {value}")
+    non_negative = {
+        "data.max_files": cfg.data.max_files,
+        "data.workers": cfg.data.workers,
+        "train.batch_tokens": cfg.train.batch_tokens,
+        "train.warmup_steps": cfg.train.warmup_steps,
+        "train.weight_decay": cfg.train.weight_decay,
+        "train.grad_clip": cfg.train.grad_clip,
+        "sample.temperature": cfg.sample.temperature,
+        "sample.top_k": cfg.sample.top_k,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            fail(f"{key} must be zero or more, not {value}")
+
+    if cfg.data.source != "stdlib":
+        fail(f"data.source {cfg.data.source!r} is not known; the available source is 'stdlib'")
+    if not 0 < cfg.data.val_fraction < 1:
+        fail(f"data.val_fraction must be between 0 and 1 (exclusive), not {cfg.data.val_fraction}")
+    if not MIN_VOCAB_SIZE <= cfg.tokenizer.vocab_size <= 2**32:
+        fail(f"tokenizer.vocab_size must be between {MIN_VOCAB_SIZE} and 2**32, not {cfg.tokenizer.vocab_size}")
+
+    m = cfg.model
+    if m.d_model % m.n_head:
+        fail(
+            f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head}): each "
+            f"attention head gets d_model / n_head dimensions. Try d_model = "
+            f"{m.n_head * max(2, round(m.d_model / m.n_head / 2) * 2)} or another n_head"
+        )
+    if m.head_dim % 2:
+        fail(f"model.d_model / model.n_head = {m.head_dim} must be even: rotary embedding rotates pairs")
+    if m.n_head % m.n_kv_head:
+        fail(
+            f"model.n_head ({m.n_head}) must be a multiple of model.n_kv_head ({m.n_kv_head}): "
+            "each key/value head is shared by an equal group of query heads"
+        )
+    if m.vocab_size < cfg.tokenizer.vocab_size:
+        fail(f"model.vocab_size ({m.vocab_size}) is smaller than tokenizer.vocab_size "
+             f"({cfg.tokenizer.vocab_size}); leave it out to take the tokenizer's")
+
+    t = cfg.train
+    if t.seq_len > m.max_seq_len:
+        fail(f"train.seq_len ({t.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); raise the latter")
+    if t.batch_tokens % (t.micro_batch * t.seq_len):
+        fail(
+            f"train.batch_tokens ({t.batch_tokens}) must be a multiple of train.micro_batch * "
+            f"train.seq_len ({t.micro_batch * t.seq_len}) so every step sees whole sequences"
+        )
+    if t.warmup_steps > t.steps:
+        fail(f"train.warmup_steps ({t.warmup_steps}) exceeds train.steps ({t.steps})")
+    if not 0 <= t.min_lr_ratio <= 1:
+        fail(f"train.min_lr_ratio must be between 0 and 1, not {t.min_lr_ratio}")
+    if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
+        fail("train.beta1 and train.beta2 must be in [0, 1)")
+    if t.dtype not in ("auto", "float32", "bfloat16"):
+        fail(f"train.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
+    if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
+        fail(f"train.device must be auto, cpu, cuda, cuda:N or mps, not {t.device!r}")
+    if not 0 < cfg.sample.top_p <= 1:
+        fail(f"sample.top_p must be in (0, 1], not {cfg.sample.top_p}")

@@ -1,0 +1,255 @@
+"""The loom transformer: a decoder-only GPT, read top to bottom like a paper's appendix.
+
+Architecture (each choice with its source):
+  - token embedding, no learned positions; rotary position embedding on queries and keys
+    (RoFormer, Su et al. 2021), applied in the "rotate half" layout used by GPT-NeoX and Llama;
+  - pre-norm residual blocks with RMSNorm (Zhang & Sennrich 2019);
+  - grouped-query attention (Ainslie et al. 2023): `n_kv_head` key/value heads shared by
+    `n_head` query heads, computed by `F.scaled_dot_product_attention`, which picks a fused
+    kernel (flash / memory-efficient / CPU flash) for the device;
+  - SwiGLU feed-forward (Shazeer 2020), hidden width `mlp_ratio * d_model` rounded up to a
+    multiple of 64; the default ratio 8/3 keeps the parameter count of a 4x GELU MLP;
+  - no biases anywhere; optional output head tied to the token embedding (Press & Wolf 2017);
+  - init N(0, 0.02), with the two projections that write into the residual stream scaled by
+    1/sqrt(2 * n_layer) (GPT-2, Radford et al. 2019).
+
+This module owns the network, its parameter and FLOP counts, and the key/value cache used for
+generation. It knows nothing of data files, tokenizers, devices or distribution: parallelism
+and compilation are applied from outside (DDP, `torch.compile`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int = 12
+    d_model: int = 768
+    mlp_ratio: float = 8 / 3
+    vocab_size: int = 8192
+    max_seq_len: int = 1024
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        return 64 * math.ceil(self.mlp_ratio * self.d_model / 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embedding
+# ---------------------------------------------------------------------------------------------
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables, each (max_seq_len, head_dim): frequency theta^(-2i/head_dim)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # first and second halves share a frequency
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[i], x[i + d/2]) of x (B, H, T, d) by the position's angle; cos/sin (T, d)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).type_as(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Key/value cache for generation
+# ---------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of every past position, per layer, filled left to right.
+
+    `length` is the number of positions already stored; the model's forward pass appends the
+    new positions and advances it.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype):
+        shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# The blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_index: int):
+        super().__init__()
+        self.layer_index = layer_index
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=False)
+        self.kv_proj = nn.Linear(cfg.d_model, 2 * cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.out_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+        k, v = self.kv_proj(x).view(B, T, 2, self.n_kv_head, self.head_dim).unbind(2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, d)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        mask, causal = None, True
+        if cache is not None:
+            start = cache.length
+            cache.k[self.layer_index, :B, :, start : start + T] = k
+            cache.v[self.layer_index, :B, :, start : start + T] = v
+            k = cache.k[self.layer_index, :B, :, : start + T]
+            v = cache.v[self.layer_index, :B, :, : start + T]
+            if start > 0:
+                # SDPA's is_causal aligns the mask top-left, which is wrong once queries start
+                # at position `start`: query i may see keys 0 .. start + i.
+                causal = False
+                if T > 1:
+                    key_pos = torch.arange(start + T, device=x.device)
+                    query_pos = torch.arange(start, start + T, device=x.device)
+                    mask = key_pos[None, :] <= query_pos[:, None]  # (T, start + T)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head
+        )  # (B, H, T, d)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.d_model, 2 * cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_index: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg, layer_index)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.d_model % cfg.n_head or cfg.n_head % cfg.n_kv_head or cfg.head_dim % 2:
+            raise ValueError(
+                f"d_model ({cfg.d_model}) must split into n_head ({cfg.n_head}) heads of even "
+                f"width, and n_head must be a multiple of n_kv_head ({cfg.n_kv_head})"
+            )
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.tok_emb.weight
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        # Derived from the config, so not saved with the weights.
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("out_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=residual_std)
+            else:
+                nn.init.normal_(p, mean=0.0, std=0.02)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """idx (B, T) token ids. Returns the mean cross-entropy against targets (B, T) when
+        given, else logits (B, T, vocab) in float32. With a cache, positions continue from
+        `cache.length` and the cache is advanced by T."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        cos = self.rope_cos[start : start + T].to(self.tok_emb.weight.dtype)
+        sin = self.rope_sin[start : start + T].to(self.tok_emb.weight.dtype)
+
+        x = self.tok_emb(idx)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, cos, sin, cache)
+        x = self.final_norm(x)
+        if cache is not None:
+            cache.length += T
+
+        logits = self.head(x).float()  # (B, T, V)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    # --- accounting ---------------------------------------------------------------------------
+
+    def num_params(self) -> int:
+        """Unique trainable parameters (a tied head counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def num_matmul_params(self) -> int:
+        """Parameters used in matrix products: all but an untied embedding table, which is
+        only looked up. A tied table is used by the output head, so it counts."""
+        n = self.num_params()
+        if not self.cfg.tie_embeddings:
+            n -= self.tok_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token: 6N for the forward and backward matrix products over the
+        weights, plus 12 * L * d * T for attention scores and their weighted sum (the
+        PaLM appendix B estimate, Chowdhery et al. 2022), with T the training sequence length."""
+        c = self.cfg
+        return 6 * self.num_matmul_params() + 12 * c.n_layer * c.d_model * seq_len

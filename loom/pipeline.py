@@ -1,0 +1,45 @@
+"""The stages chained: `quickstart` (data -> tokenizer -> train -> sample) and sampling from a run.
+
+Each function only calls the stages' public surfaces; it is what the CLI's subcommands run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from loom.config import LoomConfig, SampleConfig
+from loom.data import build_dataset
+from loom.model import generate
+from loom.tokenizer import decode_stream
+from loom.train import load_trained_model, train
+
+
+def sample_from_run(run_dir: str | Path, prompt: str, settings: SampleConfig, seed: int = 0,
+                    device: str = "cpu") -> Iterator[str]:
+    """Streams text continuing `prompt` from a run's newest checkpoint."""
+    model, tok, _ = load_trained_model(run_dir, device)
+    ids = [tok.bos_id, *tok.encode(prompt)]
+    rng = torch.Generator(device=device).manual_seed(seed)
+    tokens = generate(model, ids, settings.max_new_tokens, settings.temperature, settings.top_k,
+                      settings.top_p, stop_ids=[tok.eos_id], generator=rng)
+    yield from decode_stream(tok, (t for t in tokens if t != tok.eos_id))
+
+
+def quickstart(cfg: LoomConfig, out=sys.stdout) -> dict:
+    """Builds the embedded corpus' dataset, trains the configured model, and prints a sample."""
+    started = time.time()
+    build_dataset(cfg)
+    summary = train(cfg)
+    print(f"\n--- sample from {summary['run_dir']} (prompt {cfg.sample.prompt!r}) ---", file=out)
+    print(cfg.sample.prompt, end="", file=out, flush=True)
+    for piece in sample_from_run(summary["run_dir"], cfg.sample.prompt, cfg.sample, seed=cfg.run.seed):
+        print(piece, end="", file=out, flush=True)
+    first, last = summary["first_val_loss"], summary["final_val_loss"]
+    print(f"\n---\nvalidation loss {first:.3f} -> {last:.3f} ({100 * (1 - last / first):.0f}% lower) "
+          f"in {time.time() - started:.0f}s; the run is in {summary['run_dir']}", file=out)
+    return summary
