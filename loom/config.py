@@ -269,8 +269,6 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
             f"train.batch_tokens ({t.batch_tokens}) must be a multiple of train.micro_batch * "
             f"train.seq_len ({t.micro_batch * t.seq_len}) so every step sees whole sequences"
         )
-    if t.warmup_steps > t.steps:
-        fail(f"train.warmup_steps ({t.warmup_steps}) exceeds train.steps ({t.steps})")
     if not 0 <= t.min_lr_ratio <= 1:
         fail(f"train.min_lr_ratio must be between 0 and 1, not {t.min_lr_ratio}")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

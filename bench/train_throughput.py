@@ -1,0 +1,287 @@
+"""Training throughput of loom's GPT against a plain-PyTorch reference of the same shape.
+
+What it measures: full training steps (forward with the loss, backward, AdamW step, zero_grad)
+of loom's `GPT` and of `RefGPT` below, a straightforward nanoGPT-style model with the same
+architecture, shapes and parameter count (RoPE, RMSNorm, grouped-query attention, SwiGLU, tied
+head), on the same random batch and with the same optimizer hyper-parameters.
+
+  case a (always):     the `quickstart` preset on the CPU, fp32, micro_batch x seq_len tokens per step;
+  case b (CUDA only):  the `gpt2-124m` preset at 16 x 1024, bf16 autocast, torch.compile, fused AdamW.
+
+For each it reports tokens/s, MFU and the loom/reference ratio of tokens/s. Training FLOPs per
+token follow PaLM appendix B (Chowdhery et al. 2022): 6N + 12·L·d·T, with N the parameters used
+in matrix products (loom's `num_matmul_params`), L layers, width d and sequence length T; the
+reference has the same shapes, so the same count. MFU is tokens/s times that, over the peak
+matrix-product rate measured in the same run (an fp32 matmul on the CPU, a bf16 matmul on CUDA).
+
+The machine this runs on is often shared and noisy, so absolute numbers move from run to run.
+The two models are therefore timed side by side, in interleaved rounds whose order alternates,
+and the number to read is the ratio: noise hits both implementations alike.
+
+    python bench/train_throughput.py [--cases a|b|both] [--steps N] [--rounds N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from loom.config import load_config
+from loom.model import GPT, ModelConfig
+from loom.train.trainer import autocast_context, make_optimizer
+
+SEED = 1337
+
+# ---------------------------------------------------------------------------------------------
+# The reference: a plain nanoGPT-style model of loom's architecture
+# ---------------------------------------------------------------------------------------------
+
+
+def rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)
+
+
+class RefBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, hd = cfg.d_model, cfg.head_dim
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, hd
+        self.norm1 = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.q = nn.Linear(d, cfg.n_head * hd, bias=False)
+        self.k = nn.Linear(d, cfg.n_kv_head * hd, bias=False)
+        self.v = nn.Linear(d, cfg.n_kv_head * hd, bias=False)
+        self.proj = nn.Linear(cfg.n_head * hd, d, bias=False)
+        self.norm2 = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.gate = nn.Linear(d, cfg.mlp_hidden, bias=False)
+        self.up = nn.Linear(d, cfg.mlp_hidden, bias=False)
+        self.down = nn.Linear(cfg.mlp_hidden, d, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        h = self.norm1(x)
+        q = self.q(h).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k(h).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = self.v(h).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = rotate_half(q, cos, sin), rotate_half(k, cos, sin)
+        if self.n_head != self.n_kv_head:  # GQA: every kv head serves a group of query heads
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        h = self.norm2(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(RefBlock(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.tok_emb.weight
+        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+        angles = torch.outer(torch.arange(cfg.max_seq_len).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        T = idx.shape[1]
+        x = self.tok_emb(idx)
+        for block in self.blocks:
+            x = block(x, self.cos[:T], self.sin[:T])
+        logits = self.head(self.norm(x)).float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def matmul_peak(device: torch.device) -> float:
+    """Best achievable matrix-product rate in FLOP/s: fp32 2048^2 on the CPU (best of 5),
+    bf16 8192^2 on CUDA (median of 20, CUDA events)."""
+    if device.type == "cuda":
+        n, dtype = 8192, torch.bfloat16
+    else:
+        n, dtype = 2048, torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    flops = 2 * n**3
+    if device.type == "cuda":
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(20):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return flops / statistics.median(times)
+    a @ b  # warm-up
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return flops / min(times)
+
+
+def interleaved_times(step_fns: dict[str, Callable[[], object]], steps: int, rounds: int, sync) -> dict[str, float]:
+    """Median seconds per step of each function, timed in `rounds` rounds of `steps` steps
+    each, the implementations alternating and the order of each round reversed from the last."""
+    names = list(step_fns)
+    per_step: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step_fns[name]()
+            sync()
+            per_step[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(times) for name, times in per_step.items()}
+
+
+def run_case(
+    preset: str, device: torch.device, batch: int, seq_len: int, amp: bool, compile_: bool,
+    steps: int, rounds: int, warmup: int,
+) -> dict:
+    cfg = load_config(preset)
+    mcfg, t = cfg.model, cfg.train
+    torch.manual_seed(SEED)
+    loom_model = GPT(mcfg).to(device)
+    torch.manual_seed(SEED)
+    ref_model = RefGPT(mcfg).to(device)
+    n_loom, n_ref = loom_model.num_params(), sum(p.numel() for p in ref_model.parameters())
+    if n_loom != n_ref:
+        raise RuntimeError(f"{preset}: the reference has {n_ref:,} parameters but loom's GPT {n_loom:,}; "
+                           "the two models are not the same shape, so the comparison would be meaningless")
+
+    loom_opt = make_optimizer(loom_model, cfg, device)
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
+                                weight_decay=t.weight_decay, fused=device.type == "cuda")
+
+    generator = torch.Generator().manual_seed(SEED)
+    tokens = torch.randint(mcfg.vocab_size, (batch, seq_len + 1), generator=generator).to(device)
+    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+    def loom_amp():
+        return autocast_context(device, "bfloat16" if amp else "float32")
+
+    def ref_amp():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+
+    def make_step(model, opt, amp_context):
+        forward = torch.compile(model) if compile_ else model
+
+        def step():
+            with amp_context():
+                loss = forward(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        return step
+
+    step_fns = {"loom": make_step(loom_model, loom_opt, loom_amp), "reference": make_step(ref_model, ref_opt, ref_amp)}
+    first_loss = {}
+    for name, step in step_fns.items():
+        first_loss[name] = step().item()
+        for _ in range(warmup - 1):
+            step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
+    seconds = interleaved_times(step_fns, steps, rounds, sync)
+    return {
+        "preset": preset, "batch": batch, "seq_len": seq_len, "params": n_loom,
+        "flops_per_token": loom_model.flops_per_token(seq_len), "seconds": seconds,
+        "first_loss": first_loss, "uniform_loss": math.log(mcfg.vocab_size),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default: a 3, b 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per implementation")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: a 2, b 3)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
+
+    results, peaks = [], {}
+    if args.cases in ("a", "both"):
+        cpu = torch.device("cpu")
+        peaks["a"] = matmul_peak(cpu)
+        print(f"case a device: {device_name(cpu)}; fp32 2048^2 matmul peak {peaks['a'] / 1e9:.1f} GFLOP/s")
+        cfg = load_config("quickstart").train
+        results.append(("a", run_case("quickstart", cpu, cfg.micro_batch, cfg.seq_len, amp=False, compile_=False,
+                                      steps=args.steps or 3, rounds=args.rounds, warmup=args.warmup or 2)))
+    if args.cases in ("b", "both"):
+        if not torch.cuda.is_available():
+            print("case b: skipped (no CUDA device)")
+        else:
+            gpu = torch.device("cuda")
+            peaks["b"] = matmul_peak(gpu)
+            print(f"case b device: {device_name(gpu)}; bf16 8192^2 matmul peak {peaks['b'] / 1e12:.1f} TFLOP/s")
+            results.append(("b", run_case("gpt2-124m", gpu, 16, 1024, amp=True, compile_=True,
+                                          steps=args.steps or 10, rounds=args.rounds, warmup=args.warmup or 3)))
+
+    print()
+    print("| case | preset | batch x seq | impl | ms/step | tokens/s | MFU | loom/ref |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for case, r in results:
+        tokens = r["batch"] * r["seq_len"]
+        rate = {name: tokens / s for name, s in r["seconds"].items()}
+        for name, s in r["seconds"].items():
+            mfu = rate[name] * r["flops_per_token"] / peaks[case]
+            ratio = f"{rate['loom'] / rate['reference']:.3f}" if name == "loom" else ""
+            print(f"| {case} | {r['preset']} | {r['batch']} x {r['seq_len']} | {name} | {s * 1e3:.1f} "
+                  f"| {rate[name]:,.0f} | {mfu:.1%} | {ratio} |")
+    for case, r in results:
+        losses = ", ".join(f"{name} {loss:.3f}" for name, loss in r["first_loss"].items())
+        print(f"\ncase {case}: {r['params'] / 1e6:.2f}M parameters, {r['flops_per_token'] / 1e6:.1f} MFLOP/token; "
+              f"first-step loss {losses} (uniform: ln V = {r['uniform_loss']:.3f})", end="")
+    print(f"\n\ntotal time {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+import subprocess
+import sys
+
+import pytest
+
+from loom.config import LoomConfig, load_config, presets
+from loom.errors import ConfigError
+
+
+def test_presets_load_and_gpt2_shape():
+    assert {"quickstart", "gpt2-124m"} <= set(presets())
+    cfg = load_config("gpt2-124m")
+    m = cfg.model
+    assert (m.n_layer, m.n_head, m.d_model, cfg.train.seq_len) == (12, 12, 768, 1024)
+    assert m.vocab_size == cfg.tokenizer.vocab_size
+    assert isinstance(load_config("quickstart"), LoomConfig)
+
+
+def test_gpt2_preset_has_gpt2_small_parameter_count():
+    from loom.model import GPT
+
+    cfg = load_config("gpt2-124m")
+    n = GPT(cfg.model).num_params()
+    assert 120e6 < n < 130e6
+
+
+def test_overrides_are_typed():
+    cfg = load_config("quickstart", ["train.lr=1e-3", "train.steps=7", "run.name=exp", "train.compile=true",
+                                     "model.mlp_ratio=4"])
+    assert cfg.train.lr == 1e-3 and cfg.train.steps == 7 and cfg.run.name == "exp" and cfg.train.compile is True
+    assert cfg.model.mlp_ratio == 4.0 and isinstance(cfg.model.mlp_ratio, float)
+
+
+def test_unknown_key_names_key_and_suggests(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nn_layers = 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "model.n_layers" in msg and "model.n_layer" in msg
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match="unknown key trian"):
+        load_config(None, ["trian.steps=3"])
+
+
+def test_width_not_divisible_by_heads_is_explained():
+    with pytest.raises(ConfigError) as err:
+        load_config("quickstart", ["model.d_model=250"])
+    msg = str(err.value)
+    assert "model.d_model (250)" in msg and "model.n_head (8)" in msg and "Try d_model" in msg
+
+
+def test_other_inconsistencies():
+    cases = {
+        "model.n_kv_head=3": "multiple of model.n_kv_head",
+        "train.seq_len=512": "exceeds model.max_seq_len",
+        "train.batch_tokens=1000": "multiple of train.micro_batch",
+        "train.steps=0": "train.steps must be positive",
+        "train.dtype=float16": "train.dtype",
+        "model.vocab_size=100": "smaller than tokenizer.vocab_size",
+        "tokenizer.vocab_size=10": "tokenizer.vocab_size",
+        "data.val_fraction=1.5": "data.val_fraction",
+    }
+    for override, fragment in cases.items():
+        with pytest.raises(ConfigError, match=fragment):
+            load_config("quickstart", [override])
+
+
+def test_wrong_types():
+    with pytest.raises(ConfigError, match="train.steps must be int"):
+        load_config(None, ['train.steps="ten"'])
+    with pytest.raises(ConfigError, match="train.compile must be true or false"):
+        load_config(None, ["train.compile=1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["steps=3"])
+
+
+def test_bad_toml_names_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[train\nsteps = 3\n")
+    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+        load_config(path)
+
+
+def test_missing_config():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no-such-preset")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config("quickstart", ["train.steps=11"])
+    path = tmp_path / "config.toml"
+    path.write_text(cfg.to_toml())
+    assert load_config(path) == cfg
+
+
+def test_cli_prints_message_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "loom", "train", "--set", "model.d_model=250"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "loom: error:" in result.stderr and "model.d_model (250)" in result.stderr
+    assert "Traceback" not in result.stderr
+    debug = subprocess.run([sys.executable, "-m", "loom", "--debug", "train", "--set", "model.d_model=250"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

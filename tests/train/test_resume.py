@@ -1,0 +1,102 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from loom.errors import CheckpointError, ConfigError
+from loom.train import load_trained_model, train
+from loom.train.checkpoint import find_resumable, verify_checkpoint
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_bit_for_bit(tiny_root):
+    """N steps, then a fresh process state resuming from the step-N checkpoint for M more
+    steps, equals N + M uninterrupted steps: same losses, same weights, byte for byte."""
+    whole = tiny_config(tiny_root, "whole")
+    summary = train(whole)
+    assert summary["steps"] == 6
+    whole_dir = whole.run_dir
+
+    # The same run, "killed" after its step-3 checkpoint: drop what came after, then resume.
+    cut = tiny_config(tiny_root, "cut")
+    train(cut)
+    shutil.rmtree(cut.run_dir / "checkpoints" / "step_000006")
+    (cut.run_dir / "checkpoints" / "latest").write_text("step_000003\n")
+    resumed = train(cut, resume="always")
+    assert resumed["steps"] == 6
+
+    a = (whole_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
+    b = (cut.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
+    assert a == b
+    opt_a = torch.load(whole_dir / "checkpoints" / "step_000006" / "optim.pt")["state"]
+    opt_b = torch.load(cut.run_dir / "checkpoints" / "step_000006" / "optim.pt")["state"]
+    assert opt_a.keys() == opt_b.keys()
+    for key in opt_a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt_a[key][name], opt_b[key][name])
+    strip = [{k: v for k, v in r.items() if k not in ("elapsed_s", "tokens_per_s")} for r in read_metrics(whole_dir)]
+    strip_cut = [{k: v for k, v in r.items() if k not in ("elapsed_s", "tokens_per_s")}
+                 for r in read_metrics(cut.run_dir)]
+    assert strip == strip_cut  # no duplicated or missing records after the resume
+    events = [json.loads(line)["event"] for line in (cut.run_dir / "events.jsonl").read_text().splitlines()]
+    assert "resume" in events
+
+
+def test_run_layout_and_report(tiny_root):
+    cfg = tiny_config(tiny_root, "layout")
+    summary = train(cfg)
+    run = cfg.run_dir
+    for name in ("config.toml", "tokenizer.json", "metrics.jsonl", "events.jsonl", "report.md",
+                 "checkpoints/latest"):
+        assert (run / name).is_file(), name
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step_000006"
+    ckpt = run / "checkpoints" / latest
+    assert sorted(p.name for p in ckpt.iterdir()) == ["MANIFEST", "model.safetensors", "optim.pt", "rng.pt",
+                                                       "state.json"]
+    assert verify_checkpoint(ckpt) is None
+    records = read_metrics(run)
+    train_records = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_records] == list(range(1, 7))
+    assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"} <= set(train_records[0])
+    assert [r["step"] for r in records if "val_loss" in r] == [0, 3, 6]
+    assert f"{summary['final_val_loss']:.4f}" in (run / "report.md").read_text()
+
+    model, tok, loaded_cfg = load_trained_model(run)
+    assert loaded_cfg.model == cfg.model
+    assert tok.vocab_size == 512
+
+
+def test_corrupt_checkpoint_is_skipped_for_an_older_one(tiny_root):
+    cfg = tiny_config(tiny_root, "corrupt")
+    train(cfg)
+    ckpts = cfg.run_dir / "checkpoints"
+    with open(ckpts / "step_000006" / "model.safetensors", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    path, notes = find_resumable(ckpts)
+    assert path.name == "step_000003"
+    assert "step_000006" in notes[0] and "sha256" in notes[0]
+    (ckpts / "step_000003" / "MANIFEST").unlink()
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        load_trained_model(cfg.run_dir)
+
+
+def test_refuses_to_overwrite_existing_run(tiny_root):
+    cfg = tiny_config(tiny_root, "twice")
+    train(cfg)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(cfg, resume="never")
+
+
+def test_resume_with_different_model_is_a_clear_error(tiny_root):
+    cfg = tiny_config(tiny_root, "changed")
+    train(cfg)
+    wider = tiny_config(tiny_root, "changed", extra=["model.d_model=128", "train.steps=8"])
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        train(wider)
