@@ -7,6 +7,7 @@ anywhere on the command line shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -47,8 +48,9 @@ def cmd_train(args) -> None:
     from loom.train import train
 
     summary = train(_load(args), resume=args.resume)
-    print(f"trained {summary['steps']} steps: validation loss {summary['final_val_loss']:.4f}; "
-          f"run in {summary['run_dir']}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report, not one per process
+            print(f"trained {summary['steps']} steps: validation loss {summary['final_val_loss']:.4f}; "
+              f"run in {summary['run_dir']}")
 
 
 def cmd_sample(args) -> None:

@@ -10,7 +10,7 @@ from conftest import tiny_overrides
 
 def run_loom(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    result = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -30,7 +30,7 @@ def test_two_ranks_follow_one_process_with_same_global_batch(tiny_root):
     single = tiny_overrides(tiny_root, "single", common)  # one process, 2 micro-batches
     ddp = tiny_overrides(tiny_root, "ddp", common)  # two processes, 1 micro-batch each
     run_loom([sys.executable, "-m", "loom", "train", *sets(single)], tiny_root)
-    out = run_loom([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    out = run_loom([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     "-m", "loom", "train", *sets(ddp)], tiny_root)
     assert "2 process(es) x 1 micro-batch(es)" in out.stderr
 
