@@ -49,7 +49,8 @@ def cmd_train(args) -> None:
 
     summary = train(_load(args), resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report, not one per process
-            print(f"trained {summary['steps']} steps: validation loss {summary['final_val_loss']:.4f}; "
+        state = "stopped after" if summary["interrupted"] else "trained"
+        print(f"{state} {summary['steps']} steps: validation loss {summary['final_val_loss']:.4f}; "
               f"run in {summary['run_dir']}")
 
 

@@ -35,6 +35,9 @@ def quickstart(cfg: LoomConfig, out=sys.stdout) -> dict:
     started = time.time()
     build_dataset(cfg)
     summary = train(cfg)
+    if summary["interrupted"]:
+        print(f"interrupted at step {summary['steps']}; `loom quickstart` again continues from there", file=out)
+        return summary
     print(f"\n--- sample from {summary['run_dir']} (prompt {cfg.sample.prompt!r}) ---", file=out)
     print(cfg.sample.prompt, end="", file=out, flush=True)
     for piece in sample_from_run(summary["run_dir"], cfg.sample.prompt, cfg.sample, seed=cfg.run.seed):

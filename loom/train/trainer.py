@@ -21,7 +21,9 @@ import contextlib
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +63,31 @@ def autocast_context(device: torch.device, dtype: str):
     if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save a
+    checkpoint, so nothing done is lost; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def requested_tensor(self, device) -> torch.Tensor:
+        return torch.tensor(float(self.requested), device=device)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class RunLog:
@@ -136,13 +163,15 @@ def train(cfg: LoomConfig, resume: str = "auto") -> dict:
     Returns a summary: steps, first and last validation loss, tokens/s, run directory.
     """
     info = distributed.init_distributed(cfg.train.device)
+    stop = StopRequest()
     try:
-        return _train(cfg, resume, info)
+        return _train(cfg, resume, info, stop)
     finally:
+        stop.restore()
         distributed.shutdown()
 
 
-def _train(cfg: LoomConfig, resume: str, info) -> dict:
+def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
     t = cfg.train
     device = info.device
     run_dir = cfg.run_dir
@@ -238,7 +267,9 @@ def _train(cfg: LoomConfig, resume: str, info) -> dict:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_seen += batch_tokens
-        train_loss = distributed.all_reduce_mean(loss_sum / accum).item()  # also syncs the device
+        # One collective for the loss and the stop request, so all ranks stop at the same step.
+        reduced = distributed.all_reduce_mean(torch.stack([loss_sum / accum, stop.requested_tensor(device)]))
+        train_loss, stop_now = reduced.tolist()  # .tolist() also waits for the device
         train_seconds += time.perf_counter() - step_start
         window_tokens += batch_tokens
 
@@ -251,11 +282,16 @@ def _train(cfg: LoomConfig, resume: str, info) -> dict:
                         "elapsed_s": round(train_seconds, 3)})
             log.say(f"step {step:>6}/{t.steps}  loss {train_loss:.4f}  lr {lr:.2e}  "
                     f"{tokens_per_s:,.0f} tok/s  {train_seconds:.0f}s", transient=True)
-        if step % t.ckpt_every == 0 or step == t.steps:
+        if step % t.ckpt_every == 0 or step == t.steps or stop_now > 0:
             checkpoint(step)
+        if stop_now > 0:
+            log.event("interrupted", step=step)
+            log.say(f"[loom] interrupted: checkpoint saved at step {step}; run the same command to continue")
+            break
 
     summary = {
         "run_dir": str(run_dir),
+        "interrupted": stop.requested,
         "steps": step,
         "tokens": tokens_seen,
         "first_val_loss": first_val,

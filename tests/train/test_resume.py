@@ -100,3 +100,45 @@ def test_resume_with_different_model_is_a_clear_error(tiny_root):
     wider = tiny_config(tiny_root, "changed", extra=["model.d_model=128", "train.steps=8"])
     with pytest.raises(CheckpointError, match="does not fit this model"):
         train(wider)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches_uninterrupted(tiny_root):
+    """A real process interrupted with SIGINT mid-run stops after the current step with a
+    checkpoint; running the command again finishes the run with the same weights as a run
+    that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import tiny_overrides
+
+    extra = ["train.steps=40", "train.ckpt_every=100", "train.eval_every=100"]
+    args = [sys.executable, "-m", "loom", "train", *[a for o in tiny_overrides(tiny_root, "sigint", extra)
+                                                     for a in ("--set", o)]]
+    proc = subprocess.Popen(args, cwd=tiny_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = tiny_root / "runs" / "sigint" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or metrics.read_text().count('"loss"') < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped after" in out
+    stopped_at = int(out.split("stopped after")[1].split()[0])
+    assert 3 <= stopped_at < 40
+    ckpts = tiny_root / "runs" / "sigint" / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == f"step_{stopped_at:06d}"
+    events = (tiny_root / "runs" / "sigint" / "events.jsonl").read_text()
+    assert '"interrupted"' in events
+
+    finished = subprocess.run(args, cwd=tiny_root, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0 and "trained 40 steps" in finished.stdout
+
+    whole = tiny_config(tiny_root, "sigint-whole", extra)
+    train(whole)
+    a = (ckpts / "step_000040" / "model.safetensors").read_bytes()
+    b = (whole.run_dir / "checkpoints" / "step_000040" / "model.safetensors").read_bytes()
+    assert a == b

@@ -1,0 +1,110 @@
+"""The embedded default corpus, built at run time from the running interpreter's standard library.
+
+Nothing is downloaded, so it exists wherever Python does:
+  - code domain (`code:python`): every `.py` file of the standard library, one document each;
+  - text domain (`text`): the English reference documentation bundled as `pydoc_data.topics`
+    (one document per topic), plus the docstrings of each module extracted with `ast`
+    (one document per module: its module, class and function docstrings in source order).
+
+Document ids are paths relative to the standard library root, so they, and the split derived
+from them, are the same on every machine. Files are parsed in a process pool, in a fixed order.
+Files that are not valid UTF-8 or not valid Python 3 still count as code when they decode;
+their docstrings are skipped. Counts of what was skipped are returned with the documents.
+"""
+
+from __future__ import annotations
+
+import ast
+import multiprocessing
+import os
+import sysconfig
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+from loom.data.documents import Document
+
+SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+MIN_DOCSTRING_WORDS = 4  # one-word docstrings ("Return x.") carry no prose worth learning
+
+
+def stdlib_root() -> str:
+    return sysconfig.get_paths()["stdlib"]
+
+
+def stdlib_files(root: str | None = None, max_files: int = 0) -> list[str]:
+    """Relative paths of the standard library's `.py` files, sorted."""
+    root = root or stdlib_root()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in filenames:
+            if name.endswith(".py"):
+                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+    found.sort()
+    return found[:max_files] if max_files > 0 else found
+
+
+def module_docstrings(source: str) -> list[str]:
+    """The module, class and function docstrings of `source`, in source order."""
+    tree = ast.parse(source)
+    nodes = [tree] + [
+        n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    nodes.sort(key=lambda n: getattr(n, "lineno", 0))
+    docs = []
+    for node in nodes:
+        doc = ast.get_docstring(node, clean=True)
+        if doc and len(doc.split()) >= MIN_DOCSTRING_WORDS:
+            docs.append(doc)
+    return docs
+
+
+def _read_one(args: tuple[str, str]) -> tuple[str, str | None, str | None, str | None]:
+    """(relpath, code text or None, docstring text or None, skip reason or None)."""
+    root, rel = args
+    try:
+        with open(os.path.join(root, rel), "rb") as f:
+            code = f.read().decode("utf-8")
+    except (UnicodeDecodeError, OSError):
+        return rel, None, None, "not_utf8"
+    try:
+        docstrings = module_docstrings(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return rel, code, None, "not_python3"
+    return rel, code, "\n\n".join(docstrings) if docstrings else None, None
+
+
+def stdlib_documents(max_files: int = 0, workers: int = 0, skipped: dict | None = None) -> Iterator[Document]:
+    """Yields the corpus documents in a fixed order: pydoc topics, then per file its code and
+    its docstrings. `skipped`, when given, receives counts of skipped files by reason."""
+    import pydoc_data.topics
+
+    skipped = skipped if skipped is not None else {}
+    for name in sorted(pydoc_data.topics.topics):
+        yield Document(f"pydoc/{name}", pydoc_data.topics.topics[name], "text", "stdlib", {"kind": "pydoc"})
+
+    root = stdlib_root()
+    files = stdlib_files(root, max_files)
+    workers = workers or os.cpu_count() or 1
+    jobs = [(root, rel) for rel in files]
+    if workers == 1 or len(jobs) < 64:
+        results = map(_read_one, jobs)
+        pool = None
+    else:
+        # fork where the platform has it: spawn would re-import the caller's main module,
+        # which breaks scripts without a `__main__` guard. The workers only parse files.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        results = pool.map(_read_one, jobs, chunksize=16)
+    try:
+        for rel, code, docstrings, reason in results:
+            if reason:
+                skipped[reason] = skipped.get(reason, 0) + 1
+            if code is not None and code.strip():
+                yield Document(f"code/{rel}", code, "code:python", "stdlib", {"path": rel})
+            if docstrings:
+                yield Document(f"docstrings/{rel}", docstrings, "text", "stdlib", {"path": rel, "kind": "docstrings"})
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
