@@ -132,7 +132,7 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
     """Re-hashes every file against the manifest; returns the problems found (empty: all good)."""
     manifest = read_manifest(shard_dir)
     problems = []
-    for split, info in manifest["splits"].items():
+    for info in manifest["splits"].values():
         for f in info["files"]:
             for key, digest in (("path", "sha256"), ("index", "index_sha256")):
                 path = Path(shard_dir) / f[key]
