@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
-    p.add_argument("--prompt", default="def ")
+    p.add_argument("--prompt", default="def")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     p.add_argument("--top-k", type=int, default=50, help="0 to disable")

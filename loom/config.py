@@ -74,7 +74,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    prompt: str = "def "
+    prompt: str = "def"
     max_new_tokens: int = 200
     temperature: float = 0.8  # 0: greedy
     top_k: int = 50  # 0: off
