@@ -1,0 +1,349 @@
+"""Quality rules: small pure functions that say why a document should be dropped.
+
+Each rule looks at one property of a document and returns the rule's name when the document
+fails it, else None. Thresholds live in `TextQualityConfig` / `CodeQualityConfig` (the
+`[quality]` settings), each with the source it comes from. `text_rejection` and
+`code_rejection` run the rules in order, cheapest first, and return the first failure, so every
+dropped document is recorded with exactly one rule name.
+
+Text rules:
+  - Gopher quality and repetition: Rae et al. 2021, "Scaling Language Models: Methods, Analysis
+    & Insights from Training Gopher", appendix A.1.1 and table A1;
+  - C4: Raffel et al. 2020, "Exploring the Limits of Transfer Learning...", section 2.2
+    (placeholder "lorem ipsum" pages dropped; lines about JavaScript and cookie/terms notices
+    removed from the text);
+  - FineWeb: Penedo et al. 2024, "The FineWeb Datasets", section 3.5 (custom filters).
+Code rules follow the StarCoder / The Stack v2 data cards (Li et al. 2023; Lozhkov et al. 2024):
+long or very long lines, low alphanumeric share, generated-file headers, and data-like files.
+
+Words are runs of letters, digits and inner apostrophes found by one regular expression
+(not NLTK's tokenizer, which is about ten times slower); the rules' thresholds were set on
+whitespace-like word splits, so the difference only moves documents that sit on a threshold.
+Written by hand because these are a few lines each and no maintained library offers them
+without a heavy pipeline framework around them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+
+WORD = re.compile(r"\w+(?:['’]\w+)*")
+PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher A.1.1
+BULLETS = ("•", "●", "○", "▪", "◦", "‣", "-", "*")
+ELLIPSES = ("...", "…")
+LINE_END_PUNCTUATION = (".", "!", "?", '"', "'")  # FineWeb's "terminal punctuation"
+C4_POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+                     "use cookies")
+
+
+@dataclass
+class TextQualityConfig:
+    # Gopher quality (Rae et al. 2021, A.1.1)
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1  # '#' and ellipses, each, per word
+    max_bullet_lines: float = 0.9
+    max_ellipsis_lines: float = 0.3
+    min_alpha_words: float = 0.8  # share of words holding at least one letter
+    min_stop_words: int = 2
+    # Gopher repetition (Rae et al. 2021, table A1)
+    max_dup_lines: float = 0.30
+    max_dup_line_chars: float = 0.20
+    max_dup_paragraphs: float = 0.30
+    max_dup_paragraph_chars: float = 0.20
+    max_top_ngram_chars: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])  # n = 2, 3, 4
+    max_dup_ngram_chars: list[float] = field(
+        default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10]  # n = 5 .. 10
+    )
+    # C4 (Raffel et al. 2020, 2.2)
+    c4_lorem_ipsum: bool = True
+    c4_remove_notice_lines: bool = True  # JavaScript and cookie / terms-of-use notices
+    # FineWeb (Penedo et al. 2024, 3.5)
+    min_punctuated_lines: float = 0.12  # dropped when at most this share of lines end in punctuation
+    max_fineweb_dup_line_chars: float = 0.1  # dropped when duplicated lines hold at least this share
+    max_short_lines: float = 0.67  # dropped when at least this share of lines is short
+    short_line_length: int = 30
+
+
+@dataclass
+class CodeQualityConfig:
+    # StarCoder / The Stack v2 data cards (Li et al. 2023; Lozhkov et al. 2024)
+    max_line_length: int = 1000
+    max_mean_line_length: float = 100.0
+    min_alnum_fraction: float = 0.25
+    generated_header_lines: int = 5  # look for "auto-generated" / "do not edit" in this many lines
+    # loom's own: files that are mostly numbers, quotes, commas and brackets are data, not code
+    max_data_char_fraction: float = 0.5
+    min_lines_for_data_check: int = 20
+
+
+# Languages whose files are legitimately wide or data-shaped get looser limits (The Stack v2
+# keeps longer lines for markup and data formats).
+LANGUAGE_OVERRIDES: dict[str, dict] = {
+    "markdown": {"max_mean_line_length": 500.0, "max_line_length": 10_000},
+    "json": {"max_line_length": 10_000, "max_data_char_fraction": 1.0},
+    "yaml": {"max_data_char_fraction": 1.0},
+    "csv": {"max_data_char_fraction": 1.0},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+class TextView:
+    """Splits of one document computed once and shared by the rules."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @cached_property
+    def words(self) -> list[str]:
+        return WORD.findall(self.text)
+
+    @cached_property
+    def paragraphs(self) -> list[str]:
+        return PARAGRAPH_BREAK.split(self.text.strip())
+
+    @cached_property
+    def word_chars(self) -> int:
+        return sum(len(w) for w in self.words)
+
+
+def duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of items that repeat an earlier one, characters in those repeats)."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars
+
+
+def gopher_word_count(v: TextView, c: TextQualityConfig) -> str | None:
+    n = len(v.words)
+    if n < c.min_words:
+        return "gopher.too_few_words"
+    if n > c.max_words:
+        return "gopher.too_many_words"
+    return None
+
+
+def gopher_mean_word_length(v: TextView, c: TextQualityConfig) -> str | None:
+    mean = v.word_chars / max(1, len(v.words))
+    if mean < c.min_mean_word_length:
+        return "gopher.short_words"
+    if mean > c.max_mean_word_length:
+        return "gopher.long_words"
+    return None
+
+
+def gopher_symbols(v: TextView, c: TextQualityConfig) -> str | None:
+    n = max(1, len(v.words))
+    if v.text.count("#") / n > c.max_symbol_word_ratio:
+        return "gopher.hash_symbols"
+    if sum(v.text.count(e) for e in ELLIPSES) / n > c.max_symbol_word_ratio:
+        return "gopher.ellipses"
+    return None
+
+
+def gopher_lines(v: TextView, c: TextQualityConfig) -> str | None:
+    lines = [line for line in v.lines if line.strip()] or [""]
+    if sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines) > c.max_bullet_lines:
+        return "gopher.bullet_lines"
+    if sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines) > c.max_ellipsis_lines:
+        return "gopher.ellipsis_lines"
+    return None
+
+
+def gopher_alpha_words(v: TextView, c: TextQualityConfig) -> str | None:
+    alpha = sum(any(ch.isalpha() for ch in w) for w in v.words)
+    if alpha / max(1, len(v.words)) < c.min_alpha_words:
+        return "gopher.few_alphabetic_words"
+    return None
+
+
+def gopher_stop_words(v: TextView, c: TextQualityConfig) -> str | None:
+    found = 0
+    for w in v.words:
+        if w.lower() in STOP_WORDS:
+            found += 1
+            if found >= c.min_stop_words:
+                return None
+    return "gopher.few_stop_words"
+
+
+def gopher_repeated_lines(v: TextView, c: TextQualityConfig) -> str | None:
+    total = max(1, len(v.text))
+    count, chars = duplicates(v.paragraphs)
+    if count / len(v.paragraphs) > c.max_dup_paragraphs:
+        return "gopher_repetition.paragraphs"
+    if chars / total > c.max_dup_paragraph_chars:
+        return "gopher_repetition.paragraph_chars"
+    # Blank lines are layout, not content: counting them as repeats would drop every text whose
+    # paragraphs are separated by empty lines.
+    lines = [line for line in v.lines if line.strip()] or [""]
+    count, chars = duplicates(lines)
+    if count / len(lines) > c.max_dup_lines:
+        return "gopher_repetition.lines"
+    if chars / total > c.max_dup_line_chars:
+        return "gopher_repetition.line_chars"
+    return None
+
+
+def gopher_repeated_ngrams(v: TextView, c: TextQualityConfig) -> str | None:
+    """Top n-grams (n = 2..4): characters of the most frequent n-gram times its count, over all
+    word characters. Duplicated n-grams (n = 5..10): characters of words covered by any n-gram
+    that occurred before, each word counted once, over all word characters."""
+    words, total = v.words, max(1, v.word_chars)
+    lengths = [len(w) for w in words]
+    for n, limit in enumerate(c.max_top_ngram_chars, start=2):
+        if len(words) < n:
+            break
+        counts = Counter(zip(*(words[i:] for i in range(n))))
+        gram, times = counts.most_common(1)[0]
+        if times > 1 and times * sum(len(w) for w in gram) / total > limit:
+            return f"gopher_repetition.top_{n}gram"
+    for n, limit in enumerate(c.max_dup_ngram_chars, start=5):
+        if len(words) < n:
+            break
+        seen: set[tuple[str, ...]] = set()
+        covered_until = 0  # words before this index are already counted
+        dup_chars = 0
+        for i, gram in enumerate(zip(*(words[i:] for i in range(n)))):
+            if gram in seen:
+                start = max(i, covered_until)
+                dup_chars += sum(lengths[start : i + n])
+                covered_until = i + n
+            else:
+                seen.add(gram)
+        if dup_chars / total > limit:
+            return f"gopher_repetition.dup_{n}gram"
+    return None
+
+
+def c4_lorem_ipsum(v: TextView, c: TextQualityConfig) -> str | None:
+    if c.c4_lorem_ipsum and "lorem ipsum" in v.text.lower():
+        return "c4.lorem_ipsum"
+    return None
+
+
+def c4_remove_notice_lines(text: str, c: TextQualityConfig) -> tuple[str, int]:
+    """Removes lines that mention JavaScript or are cookie / terms-of-use notices (C4 2.2);
+    returns the cleaned text and the number of lines removed."""
+    if not c.c4_remove_notice_lines:
+        return text, 0
+    kept, removed = [], 0
+    for line in text.split("\n"):
+        low = line.lower()
+        if "javascript" in low or any(p in low for p in C4_POLICY_PHRASES):
+            removed += 1
+        else:
+            kept.append(line)
+    return ("\n".join(kept), removed) if removed else (text, 0)
+
+
+def fineweb_lines(v: TextView, c: TextQualityConfig) -> str | None:
+    lines = v.lines
+    if sum(line.rstrip().endswith(LINE_END_PUNCTUATION) for line in lines) / len(lines) <= c.min_punctuated_lines:
+        return "fineweb.few_punctuated_lines"
+    non_empty = [line for line in lines if line.strip()]
+    _, dup_chars = duplicates(non_empty)
+    if dup_chars / max(1, len(v.text) - v.text.count("\n")) >= c.max_fineweb_dup_line_chars:
+        return "fineweb.duplicated_line_chars"
+    if sum(len(line) <= c.short_line_length for line in lines) / len(lines) >= c.max_short_lines:
+        return "fineweb.short_lines"
+    return None
+
+
+TEXT_RULES = (
+    c4_lorem_ipsum,
+    gopher_word_count,
+    gopher_mean_word_length,
+    gopher_symbols,
+    gopher_lines,
+    gopher_alpha_words,
+    gopher_stop_words,
+    gopher_repeated_lines,
+    gopher_repeated_ngrams,
+    fineweb_lines,
+)
+
+
+def text_rejection(text: str, cfg: TextQualityConfig) -> str | None:
+    """The name of the first text rule `text` fails, or None when it passes them all."""
+    view = TextView(text)
+    for rule in TEXT_RULES:
+        reason = rule(view, cfg)
+        if reason:
+            return reason
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Code
+# ---------------------------------------------------------------------------------------------
+
+GENERATED_MARKERS = re.compile(r"auto-?generated|autogenerated|do not edit|generated by", re.IGNORECASE)
+DATA_CHARS = frozenset("0123456789.,:-+'\"[]{}()")
+
+
+def for_language(cfg: CodeQualityConfig, language: str) -> CodeQualityConfig:
+    overrides = LANGUAGE_OVERRIDES.get(language)
+    if not overrides:
+        return cfg
+    return CodeQualityConfig(**{**cfg.__dict__, **overrides})
+
+
+def code_line_lengths(lines: list[str], c: CodeQualityConfig) -> str | None:
+    lengths = [len(line) for line in lines]
+    if max(lengths) > c.max_line_length:
+        return "code.long_line"
+    if sum(lengths) / len(lengths) > c.max_mean_line_length:
+        return "code.long_mean_line"
+    return None
+
+
+def code_alnum_fraction(text: str, c: CodeQualityConfig) -> str | None:
+    if sum(ch.isalnum() for ch in text) / max(1, len(text)) < c.min_alnum_fraction:
+        return "code.low_alphanumeric"
+    return None
+
+
+def code_generated_header(lines: list[str], c: CodeQualityConfig) -> str | None:
+    if GENERATED_MARKERS.search("\n".join(lines[: c.generated_header_lines])):
+        return "code.generated"
+    return None
+
+
+def code_data_like(lines: list[str], text: str, c: CodeQualityConfig) -> str | None:
+    if len(lines) < c.min_lines_for_data_check:
+        return None
+    visible = [ch for ch in text if not ch.isspace()]
+    if visible and sum(ch in DATA_CHARS for ch in visible) / len(visible) > c.max_data_char_fraction:
+        return "code.data_like"
+    return None
+
+
+def code_rejection(text: str, language: str, cfg: CodeQualityConfig) -> str | None:
+    """The name of the first code rule `text` (a file in `language`) fails, or None."""
+    if not text.strip():
+        return "code.empty"
+    c = for_language(cfg, language)
+    lines = text.split("\n")
+    return (code_line_lengths(lines, c) or code_generated_header(lines, c) or code_alnum_fraction(text, c)
+            or code_data_like(lines, text, c))

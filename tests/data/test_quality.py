@@ -1,0 +1,204 @@
+"""Each quality rule on crafted documents at and around its threshold."""
+
+import random
+
+import pytest
+
+from loom.data import quality as q
+from loom.data.quality import CodeQualityConfig, TextQualityConfig, TextView, code_rejection, text_rejection
+
+CFG = TextQualityConfig()
+CODE = CodeQualityConfig()
+
+
+def words(n, length=5, seed=0):
+    """n distinct pseudo-words of exactly `length` letters."""
+    rng = random.Random(seed)
+    out = set()
+    while len(out) < n:
+        out.add("".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(length)))
+    return sorted(out)
+
+
+def good_text(n_sentences=12, seed=1):
+    """Prose that passes every text rule: distinct words, stop words, punctuated long lines."""
+    vocab = words(n_sentences * 8, seed=seed)
+    lines = []
+    for i in range(n_sentences):
+        w = vocab[i * 8 : (i + 1) * 8]
+        lines.append(f"The {w[0]} {w[1]} of {w[2]} {w[3]} and {w[4]} {w[5]} {w[6]} {w[7]}.")
+    return "\n".join(lines)
+
+
+def view(text):
+    return TextView(text)
+
+
+def test_good_text_passes_everything():
+    assert text_rejection(good_text(), CFG) is None
+
+
+def test_word_count_bounds():
+    assert q.gopher_word_count(view(" ".join(words(50))), CFG) is None
+    assert q.gopher_word_count(view(" ".join(words(49))), CFG) == "gopher.too_few_words"
+    small = TextQualityConfig(max_words=60)
+    assert q.gopher_word_count(view(" ".join(words(60))), small) is None
+    assert q.gopher_word_count(view(" ".join(words(61))), small) == "gopher.too_many_words"
+
+
+def test_mean_word_length_bounds():
+    assert q.gopher_mean_word_length(view(" ".join(words(10, 3))), CFG) is None
+    # nine 3-letter words and one 2-letter word: mean 2.9
+    assert q.gopher_mean_word_length(view(" ".join(words(9, 3) + ["ab"])), CFG) == "gopher.short_words"
+    assert q.gopher_mean_word_length(view(" ".join(words(10, 10))), CFG) is None
+    assert q.gopher_mean_word_length(view(" ".join(words(9, 10) + ["abcdefghijk"])), CFG) == "gopher.long_words"
+
+
+def test_hash_and_ellipsis_ratio():
+    base = words(100)
+    assert q.gopher_symbols(view(" ".join(base) + " #" * 10), CFG) is None  # 10 / 100 = 0.1
+    assert q.gopher_symbols(view(" ".join(base) + " #" * 11), CFG) == "gopher.hash_symbols"
+    assert q.gopher_symbols(view(" ".join(base) + " ..." * 6 + " …" * 5), CFG) == "gopher.ellipses"
+
+
+def test_bullet_and_ellipsis_lines():
+    plain = [f"line {w} with words" for w in words(10)]
+    nine_bullets = [f"• {line}" for line in plain[:9]] + plain[9:]
+    assert q.gopher_lines(view("\n".join(nine_bullets)), CFG) is None  # 0.9 is allowed
+    assert q.gopher_lines(view("\n".join(f"- {line}" for line in plain)), CFG) == "gopher.bullet_lines"
+    three = [line + "..." for line in plain[:3]] + plain[3:]
+    four = [line + "…" for line in plain[:4]] + plain[4:]
+    assert q.gopher_lines(view("\n".join(three)), CFG) is None
+    assert q.gopher_lines(view("\n".join(four)), CFG) == "gopher.ellipsis_lines"
+
+
+def test_alphabetic_word_share():
+    assert q.gopher_alpha_words(view(" ".join(words(80) + [str(i) for i in range(20)])), CFG) is None
+    assert q.gopher_alpha_words(view(" ".join(words(79) + [str(i) for i in range(21)])), CFG) == (
+        "gopher.few_alphabetic_words")
+
+
+def test_stop_words():
+    assert q.gopher_stop_words(view("The cat and dog"), CFG) is None
+    assert q.gopher_stop_words(view("a cat sat on the mat"), CFG) == "gopher.few_stop_words"
+
+
+def only(**limits):
+    """A config whose repetition limits are all off except the ones given."""
+    off = dict(max_dup_lines=1.0, max_dup_line_chars=1.0, max_dup_paragraphs=1.0, max_dup_paragraph_chars=1.0,
+               max_top_ngram_chars=[1.0, 1.0, 1.0], max_dup_ngram_chars=[1.0] * 6)
+    return TextQualityConfig(**{**off, **limits})
+
+
+def test_duplicate_lines_by_count_and_chars():
+    distinct = [f"{w} unique line" for w in words(7)]
+    three_repeats = "\n".join(distinct + ["again"] * 3)  # 10 lines, repeats: 2 of them (first is new)
+    four_repeats = "\n".join(distinct + ["again"] * 4)  # 11 lines, repeats: 3 of 11 = 0.27
+    assert q.gopher_repeated_lines(view(three_repeats), only(max_dup_lines=0.2)) is None  # 2 / 10
+    assert q.gopher_repeated_lines(view(four_repeats), only(max_dup_lines=0.2)) == "gopher_repetition.lines"
+    long_repeat = "x" * 100
+    # one repeat: 100 of 721 chars (0.14); two repeats: 200 of 822 (0.24)
+    text = "\n".join([long_repeat, long_repeat] + [f"{w} filler" for w in words(40)])
+    assert q.gopher_repeated_lines(view(text), only(max_dup_line_chars=0.2)) is None
+    text = "\n".join([long_repeat] * 3 + [f"{w} filler" for w in words(40)])
+    assert q.gopher_repeated_lines(view(text), only(max_dup_line_chars=0.2)) == "gopher_repetition.line_chars"
+
+
+def test_blank_lines_are_not_repeats():
+    text = "\n\n".join(f"{w} is a paragraph of its own." for w in words(10))
+    assert q.gopher_repeated_lines(view(text), CFG) is None
+
+
+def test_duplicate_paragraphs():
+    paras = [f"{w} paragraph text here" for w in words(6)]
+    text = "\n\n".join(paras + [paras[0]] * 4)  # 4 repeats of 10 paragraphs
+    assert q.gopher_repeated_lines(view(text), only(max_dup_paragraphs=0.3)) == "gopher_repetition.paragraphs"
+    assert q.gopher_repeated_lines(view(text), only(max_dup_paragraphs=0.4)) is None
+
+
+def test_top_ngram_share():
+    filler = words(40)
+    # "abcd efgh" twice: 2 * 8 chars over 40 * 5 + 16 = 216 chars -> 0.074
+    text = " ".join(filler[:20] + ["abcd", "efgh"] + filler[20:] + ["abcd", "efgh"])
+    assert q.gopher_repeated_ngrams(view(text), only(max_top_ngram_chars=[0.08, 1, 1])) is None
+    assert q.gopher_repeated_ngrams(view(text), only(max_top_ngram_chars=[0.07, 1, 1])) == (
+        "gopher_repetition.top_2gram")
+
+
+def test_duplicated_ngrams_count_each_word_once():
+    phrase = words(5, seed=9)
+    filler = words(30, seed=3)
+    text = " ".join(phrase + filler + phrase + phrase)  # two repeats of a 5-gram: 50 chars of 225
+    v = view(text)
+    assert v.word_chars == 225
+    limits = [1.0] * 6
+    assert q.gopher_repeated_ngrams(v, only(max_dup_ngram_chars=[0.23] + limits[1:])) is None
+    assert q.gopher_repeated_ngrams(v, only(max_dup_ngram_chars=[0.22] + limits[1:])) == (
+        "gopher_repetition.dup_5gram")
+
+
+def test_c4_lorem_ipsum_and_notice_lines():
+    assert q.c4_lorem_ipsum(view("Some text. Lorem ipsum dolor sit amet."), CFG) == "c4.lorem_ipsum"
+    assert q.c4_lorem_ipsum(view("Some text about Latin."), CFG) is None
+    text = "Real content here.\nPlease enable JavaScript to view.\nThis site uses cookies.\nMore content."
+    cleaned, removed = q.c4_remove_notice_lines(text, CFG)
+    assert cleaned == "Real content here.\nMore content." and removed == 2
+    assert q.c4_remove_notice_lines(text, TextQualityConfig(c4_remove_notice_lines=False)) == (text, 0)
+
+
+def test_fineweb_punctuation_short_lines_and_duplicates():
+    long = [f"this line {w} is long enough to not be short" for w in words(100)]
+    # 12 of 100 lines punctuated: at the threshold, dropped (rule is "<= 0.12")
+    twelve = [line + "." for line in long[:12]] + long[12:]
+    thirteen = [line + "." for line in long[:13]] + long[13:]
+    assert q.fineweb_lines(view("\n".join(twelve)), CFG) == "fineweb.few_punctuated_lines"
+    assert q.fineweb_lines(view("\n".join(thirteen)), CFG) is None
+    punct = [line + "." for line in long[:30]]
+    short = ["short."] * 1 + [f"{w}." for w in words(66, seed=4)]  # 67 short of 97 lines: 0.69
+    assert q.fineweb_lines(view("\n".join(punct + short)), CFG) == "fineweb.short_lines"
+    dup = punct + [punct[0]] * 4  # 4 repeated lines of ~48 chars over ~1650 chars: > 0.1
+    assert q.fineweb_lines(view("\n".join(dup)), CFG) == "fineweb.duplicated_line_chars"
+    assert q.fineweb_lines(view("\n".join(punct + [punct[0]])), CFG) is None
+
+
+def test_text_rejection_reports_first_failing_rule():
+    assert text_rejection("lorem ipsum " + good_text(), CFG) == "c4.lorem_ipsum"
+    assert text_rejection("too short.", CFG) == "gopher.too_few_words"
+
+
+def code_lines(n, width=40):
+    return "\n".join(f"value_{i} = compute({i}, name='item')  # ".ljust(width, "z") for i in range(n))
+
+
+def test_code_line_lengths():
+    ok = code_lines(30) + "\n" + "x" * 1000
+    assert code_rejection(ok, "python", CODE) is None
+    assert code_rejection(code_lines(30) + "\n" + "x" * 1001, "python", CODE) == "code.long_line"
+    assert code_rejection(code_lines(10, width=100), "python", CODE) is None
+    assert code_rejection(code_lines(10, width=101), "python", CODE) == "code.long_mean_line"
+    assert code_rejection(code_lines(100) + "\n" + "x" * 5000, "json", CODE) is None  # looser for data formats
+
+
+def test_code_alphanumeric_share_and_generated_headers():
+    symbols = "\n".join(["+-*/=<>!&|^%~" * 3] * 10)
+    assert code_rejection(symbols, "python", CODE) == "code.low_alphanumeric"
+    header = ["# comment line"] * 4 + ["# This file was auto-generated. Do not edit."]
+    assert code_rejection("\n".join(header) + "\n" + code_lines(5), "python", CODE) == "code.generated"
+    late = ["# comment line"] * 5 + ["# auto-generated below"]
+    assert code_rejection("\n".join(late) + "\n" + code_lines(5), "python", CODE) is None
+
+
+def test_data_like_files():
+    table = "DATA = [\n" + "\n".join(f"    ({i}, {i * 3.5}, '{i:04x}', {-i})," for i in range(30)) + "\n]"
+    assert code_rejection(table, "python", CODE) == "code.data_like"
+    assert code_rejection(table, "csv", CODE) is None
+    assert code_rejection(code_lines(30), "python", CODE) is None
+
+
+def test_empty_code_is_dropped():
+    assert code_rejection("  \n\n", "python", CODE) == "code.empty"
+
+
+@pytest.mark.parametrize("rule", q.TEXT_RULES)
+def test_every_text_rule_handles_empty_text(rule):
+    rule(view(""), CFG)  # must not raise
