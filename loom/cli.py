@@ -20,10 +20,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a setting, e.g. --set train.steps=100 (repeatable)")
 
 
-def _load(args):
+def _load(args, extra_overrides=()):
     from loom.config import load_config
 
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, [*args.overrides, *extra_overrides])
 
 
 def cmd_quickstart(args) -> None:
@@ -34,8 +34,26 @@ def cmd_quickstart(args) -> None:
 
 def cmd_data_build(args) -> None:
     from loom.data import build_dataset
+    from loom.data.execute import Submitted
 
-    print(build_dataset(_load(args), force=args.force))
+    overrides = [f'data.executor="{args.executor}"'] if args.executor else []
+    try:
+        print(build_dataset(_load(args, overrides), force=args.force))
+    except Submitted as submitted:
+        print(submitted)
+
+
+def cmd_data_run_task(args) -> None:
+    from loom.data.build import run_clean_task
+
+    acct = run_clean_task(_load(args), args.task)
+    print(f"task {args.task}: {acct['inputs']:,} inputs in {acct['seconds']:.1f}s")
+
+
+def cmd_data_card(args) -> None:
+    from loom.pipeline import data_card_text
+
+    print(data_card_text(args.target))
 
 
 def cmd_tokenizer_train(args) -> None:
@@ -80,10 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_command", required=True,
                                                                          metavar="COMMAND")
-    p = data.add_parser("build", help="tokenize the corpus into token shards (training the tokenizer if needed)")
+    p = data.add_parser("build", help="clean, deduplicate, mix and tokenize the sources into token shards",
+                        description="Reads every [[data.sources]] input, normalizes it, applies the [quality] "
+                                    "rules, scrubs secrets and PII, removes exact and near duplicates, trains the "
+                                    "tokenizer if needed, writes mixed token shards and a data card to data.dir.")
     _config_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if the shards are up to date")
+    p.add_argument("--executor", choices=["local", "ray", "slurm"],
+                   help="where the cleaning tasks run (default: data.executor, local)")
     p.set_defaults(func=cmd_data_build)
+    p = data.add_parser("run-task", help="run one cleaning task of a planned build (what Slurm array tasks run)",
+                        description="Runs task TASK of the plan in data.dir/clean.work/, which `loom data build "
+                                    "--executor slurm` writes; a finished task is not run again.")
+    _config_args(p)
+    p.add_argument("--task", type=int, required=True, help="the task's index in the plan")
+    p.set_defaults(func=cmd_data_run_task)
+    p = data.add_parser("card", help="print the data card of a run or data directory")
+    p.add_argument("target", help="a run directory (runs/NAME) or a data directory (data/NAME)")
+    p.set_defaults(func=cmd_data_card)
 
     tok = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(dest="tok_command", required=True,
                                                                                 metavar="COMMAND")

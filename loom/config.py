@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from pathlib import Path
 
 import tomli_w
 
+from loom.data.dedup import DedupConfig
+from loom.data.execute import EXECUTORS, SlurmConfig
+from loom.data.quality import CodeQualityConfig, TextQualityConfig
+from loom.data.sources import SourceConfig
 from loom.errors import ConfigError
 from loom.model.gpt import ModelConfig
 from loom.tokenizer import MIN_VOCAB_SIZE
@@ -36,12 +41,30 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "stdlib"  # the embedded standard-library corpus
-    dir: str = "data/stdlib"  # tokenizer.json and shards/ are written here
-    max_files: int = 0  # read only the first N source files (0: all); for quick trials
+    # the inputs, as [[data.sources]] tables; by default the embedded standard-library corpus
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    dir: str = "data/stdlib"  # tokenizer.json, shards/ and the data card are written here
     val_fraction: float = 0.02  # share of documents, by id hash, held out for validation
+    scrub_pii: bool = True  # replace e-mail and IP addresses, keys and tokens by placeholders
+    # target share of training tokens per domain group ("text", "code"), met by up- or
+    # down-sampling; empty: the corpus' natural proportions
+    mixture: dict[str, float] = field(default_factory=dict)
     shard_tokens: int = 50_000_000  # tokens per shard file before a new one is started
-    workers: int = 0  # processes reading and parsing sources (0: one per CPU)
+    # where the clean stage's tasks run: local (a process pool of `workers`), ray or slurm;
+    # see loom.data.execute
+    executor: str = "local"
+    workers: int = 0  # local executor: processes (0: one per CPU)
+    task_files: int = 256  # a clean task reads at most this many files of one source...
+    task_bytes: int = 16_000_000  # ... or about this many bytes (one larger file is one task)
+    ray_address: str = ""  # ray executor: "" starts Ray here; "auto" or host:port joins a cluster
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class QualityConfig:
+    enabled: bool = True
+    text: TextQualityConfig = field(default_factory=TextQualityConfig)
+    code: CodeQualityConfig = field(default_factory=CodeQualityConfig)
 
 
 @dataclass
@@ -85,6 +108,8 @@ class SampleConfig:
 class LoomConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -148,16 +173,18 @@ def load_config(source: str | Path | None = None, overrides: typing.Sequence[str
 def _apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    if not sep or len(parts) < 2 or not all(parts):
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=1e-3")
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = text.strip()  # a bare word: take it as a string
-    raw.setdefault(parts[0], {})
-    if not isinstance(raw[parts[0]], dict):
-        raise ConfigError(f"--set {item!r}: {parts[0]} is not a section")
-    raw[parts[0]][parts[1]] = value
+    table = raw
+    for depth, part in enumerate(parts[:-1]):
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+    table[parts[-1]] = value
 
 
 def _build(cls, raw: dict, where: str, prefix: str):
@@ -171,12 +198,25 @@ def _build(cls, raw: dict, where: str, prefix: str):
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"{where}: unknown key {prefix}{key}{hint}")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            values[key] = _build(kind, value, where, f"{prefix}{key}.")
-        else:
-            values[key] = _check_type(value, kind, where, f"{prefix}{key}")
+        values[key] = _convert(value, hints[key], where, f"{prefix}{key}")
     return cls(**values)
+
+
+def _convert(value, kind, where: str, key: str):
+    """Checks (and builds) a value against its annotated type: a dataclass, list[...],
+    dict[str, ...] or a plain scalar type."""
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where, f"{key}.")
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, not {type(value).__name__} {value!r}")
+        return [_convert(v, args[0], where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a table, e.g. {{text = 0.6, code = 0.4}}")
+        return {k: _convert(v, args[1], where, f"{key}.{k}") for k, v in value.items()}
+    return _check_type(value, kind, where, key)
 
 
 def _check_type(value, kind, where: str, key: str):
@@ -223,7 +263,6 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         if value <= 0:
             fail(f"{key} must be positive, not {value}")
     non_negative = {
-        "data.max_files": cfg.data.max_files,
         "data.workers": cfg.data.workers,
         "train.batch_tokens": cfg.train.batch_tokens,
         "train.warmup_steps": cfg.train.warmup_steps,
@@ -236,8 +275,7 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         if value < 0:
             fail(f"{key} must be zero or more, not {value}")
 
-    if cfg.data.source != "stdlib":
-        fail(f"data.source {cfg.data.source!r} is not known; the available source is 'stdlib'")
+    _validate_data(cfg, fail)
     if not 0 < cfg.data.val_fraction < 1:
         fail(f"data.val_fraction must be between 0 and 1 (exclusive), not {cfg.data.val_fraction}")
     if not MIN_VOCAB_SIZE <= cfg.tokenizer.vocab_size <= 2**32:
@@ -279,3 +317,42 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         fail(f"train.device must be auto, cpu, cuda, cuda:N or mps, not {t.device!r}")
     if not 0 < cfg.sample.top_p <= 1:
         fail(f"sample.top_p must be in (0, 1], not {cfg.sample.top_p}")
+
+
+def _validate_data(cfg: LoomConfig, fail) -> None:
+    if not cfg.data.sources:
+        fail("data.sources is empty: add at least one [[data.sources]] table")
+    names = [s.name for s in cfg.data.sources]
+    for name in names:
+        if names.count(name) > 1:
+            fail(f"data.sources: the name {name!r} is used twice; give each source its own name")
+    kinds = ("stdlib", "text_dir", "code_repo", "jsonl", "parquet")
+    for i, source in enumerate(cfg.data.sources):
+        key = f"data.sources[{i}]"
+        if source.kind not in kinds:
+            fail(f"{key}.kind {source.kind!r} is not known; use one of {', '.join(kinds)}")
+        if source.kind != "stdlib" and not source.path:
+            fail(f"{key}.path is required for a {source.kind} source")
+        if source.domain and not (source.domain == "text" or re.fullmatch(r"code:[\w+#.-]+", source.domain)):
+            fail(f"{key}.domain {source.domain!r} must be 'text' or 'code:LANGUAGE' (e.g. code:python)")
+        if source.max_file_bytes <= 0 or source.max_files < 0:
+            fail(f"{key}: max_file_bytes must be positive and max_files zero or more")
+    if cfg.data.executor not in EXECUTORS:
+        fail(f"data.executor {cfg.data.executor!r} is not known; use one of {', '.join(EXECUTORS)}")
+    if cfg.data.task_files <= 0 or cfg.data.task_bytes <= 0:
+        fail("data.task_files and data.task_bytes must be positive")
+    if cfg.data.workers < 0:
+        fail(f"data.workers must be zero (one per CPU) or more, not {cfg.data.workers}")
+    for group, weight in cfg.data.mixture.items():
+        if group not in ("text", "code"):
+            fail(f"data.mixture.{group}: mixture keys are domain groups, 'text' or 'code'")
+        if weight < 0:
+            fail(f"data.mixture.{group} must be zero or more, not {weight}")
+    if cfg.data.mixture and sum(cfg.data.mixture.values()) <= 0:
+        fail("data.mixture: the weights must not all be zero")
+    d = cfg.dedup
+    for key, value in (("dedup.shingle_size", d.shingle_size), ("dedup.bands", d.bands), ("dedup.rows", d.rows)):
+        if value <= 0:
+            fail(f"{key} must be positive, not {value}")
+    if not 0 <= d.min_jaccard <= 1:
+        fail(f"dedup.min_jaccard must be between 0 and 1, not {d.min_jaccard}")

@@ -30,6 +30,17 @@ def sample_from_run(run_dir: str | Path, prompt: str, settings: SampleConfig, se
     yield from decode_stream(tok, (t for t in tokens if t != tok.eos_id))
 
 
+def data_card_text(target: str | Path) -> str:
+    """The data card of a data directory, or of the data a run was trained on."""
+    from loom.config import load_config
+    from loom.data import read_data_card
+
+    target = Path(target)
+    if (target / "config.toml").is_file():
+        target = Path(load_config(target / "config.toml").data.dir)
+    return read_data_card(target)
+
+
 def quickstart(cfg: LoomConfig, out=sys.stdout) -> dict:
     """Builds the embedded corpus' dataset, trains the configured model, and prints a sample."""
     started = time.time()

@@ -7,7 +7,7 @@ import pytest
 from loom.config import load_config
 
 TINY_DATA = [
-    "data.max_files=60",
+    'data.sources=[{name="stdlib", kind="stdlib", max_files=60}]',
     "data.val_fraction=0.1",
     "data.shard_tokens=200000",
     "tokenizer.vocab_size=512",

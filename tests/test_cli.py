@@ -53,7 +53,8 @@ def test_quickstart_end_to_end_at_tiny_size(tmp_path):
 
 
 def test_data_and_tokenizer_commands(tmp_path):
-    overrides = tiny_overrides(tmp_path, extra=["data.max_files=15", "data.val_fraction=0.3"])
+    overrides = tiny_overrides(tmp_path, extra=['data.sources=[{name="stdlib", kind="stdlib", max_files=15}]',
+                                                      "data.val_fraction=0.3"])
     tok = loom("tokenizer", "train", *sets(overrides), cwd=tmp_path)
     assert tok.stdout.strip().endswith("tokenizer.json")
     built = loom("data", "build", *sets(overrides), cwd=tmp_path)

@@ -1,10 +1,20 @@
-"""Data: sources, tokenizing into shards, and the batch loader.
+"""Data: sources, cleaning (normalization, quality, PII, dedup), mixture, token shards, the
+data card, and the batch loader.
 
-Public surface: `build_dataset(cfg)` (corpus -> tokenizer -> shards), `ShardLoader`, and the
-paths where a config's tokenizer and shards live.
+Public surface: `build_dataset(cfg)` (sources -> clean corpus -> tokenizer -> shards -> card),
+`ShardLoader`, `read_data_card`, and the paths where a config's tokenizer and shards live.
 """
 
-from loom.data.build import build_dataset, ensure_tokenizer, shard_dir, tokenizer_path, train_corpus_tokenizer
+from loom.data.build import (
+    build_dataset,
+    clean_corpus,
+    clean_documents,
+    ensure_tokenizer,
+    shard_dir,
+    tokenizer_path,
+    train_corpus_tokenizer,
+)
+from loom.data.card import read_data_card
 from loom.data.documents import Document, split_of
 from loom.data.loader import ShardLoader
 from loom.data.shards import read_manifest, verify_shards
@@ -13,7 +23,10 @@ __all__ = [
     "Document",
     "ShardLoader",
     "build_dataset",
+    "clean_corpus",
+    "clean_documents",
     "ensure_tokenizer",
+    "read_data_card",
     "read_manifest",
     "shard_dir",
     "split_of",

@@ -1,37 +1,67 @@
-"""Building a dataset: corpus documents -> tokenizer (trained when needed) -> token shards.
+"""Building a dataset: sources -> clean documents -> tokenizer -> mixed token shards -> data card.
 
-`build_dataset(cfg)` is what `loom data build` and `loom quickstart` call. It is incremental:
-a tokenizer is retrained only when the settings it was trained with changed, and shards are
-rebuilt only when their fingerprint (source settings, tokenizer checksum, Python version)
-changed. Shards are written into a temporary directory and swapped in whole, so an interrupted
-build leaves the previous dataset intact.
+`build_dataset(cfg)` is what `loom data build` and `loom quickstart` run. Its stages, each
+leaving files in `data.dir` that the next one reads:
 
-Tokenization is parallel: documents are encoded in batches by `tokenizers`' multithreaded
-`encode_batch`, while a process pool parses the next source files.
+1. clean (`clean/`): every source's files are listed and grouped into tasks (`plan_tasks`);
+   each task reads its files and normalizes each document, runs it through the quality rules
+   (C4 notice lines removed first), scrubs secrets and PII, and hashes and MinHashes it. A task
+   writes its survivors (`tasks/NNNNN.jsonl.zst`), their hashes and signatures (`.npz`) and its
+   accounting, last, as its marker (`.json`). Tasks run on an executor (`loom.data.execute`:
+   a local process pool, Ray or Slurm); a killed build started again redoes only the tasks that
+   left no marker, and since a task's output depends only on its files, the result is the same
+   whatever ran the tasks, in whatever order.
+2. dedup: exact and near duplicates are found across all sources at once (`loom.data.dedup`);
+   each cluster keeps its earliest document.
+3. tokenizer (`tokenizer.json`): trained on a hash-chosen sample of the kept training documents,
+   unless one trained with the same settings on the same clean corpus is there already.
+4. shards (`shards/`): kept documents tokenized in parallel batches into packed shards; in the
+   training split each domain group is up- or down-sampled to the mixture's target share.
+5. data card (`data_card.json`, `data_card.md`, plots): every input accounted for.
+
+Accounting invariant: each input is exactly one of kept, dropped (by one named rule), duplicate
+(exact or near) or unreadable (with file, line and error), and the card's numbers add up.
+
+Each stage is skipped when its inputs and settings are unchanged (fingerprints in the stage's
+manifest; the clean stage's covers each input file's size and modification time), and each
+stage writes into a work directory that replaces the old one whole, so an interrupted build never
+leaves a half-written dataset. Memory: one task's files per worker; the merge holds every kept
+document's hash and MinHash signature (16 + 4 x bands x rows bytes each: 464 bytes by default).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
+from loom.data.dedup import content_hash, exact_duplicates, near_duplicates, signature
 from loom.data.documents import Document, hash_fraction, split_of
+from loom.data.normalize import normalize_text
+from loom.data.pii import scrub
+from loom.data.quality import c4_remove_notice_lines, code_rejection, text_rejection
 from loom.data.shards import FORMAT, ShardWriter, read_manifest, token_dtype, write_manifest
-from loom.data.stdlib_corpus import stdlib_documents, stdlib_files, stdlib_root
+from loom.data.sources import InputFile, SourceStats, Unreadable, list_inputs, read_input, validate_source
+from loom.data.stdlib_corpus import stdlib_root
 from loom.errors import DataError
 from loom.tokenizer import Tokenizer, train_tokenizer, write_training_record
-from loom.util import fsync_dir
+from loom.util import atomic_write_text, fsync_dir
 
+CLEAN_FORMAT = "loom-clean/1"
 ENCODE_BATCH_DOCS = 256
+MAX_LISTED_UNREADABLE = 1000  # the card lists this many unreadable inputs; it counts all
 
 
 def tokenizer_path(cfg) -> Path:
@@ -42,155 +72,493 @@ def shard_dir(cfg) -> Path:
     return Path(cfg.data.dir) / "shards"
 
 
-def corpus_documents(cfg, skipped: dict | None = None) -> Iterator[Document]:
-    """The configured source's documents (only the embedded standard library for now)."""
-    return stdlib_documents(cfg.data.max_files, cfg.data.workers, skipped)
-
-
-def _estimated_corpus_bytes(cfg) -> int:
-    root = stdlib_root()
-    return sum(os.path.getsize(os.path.join(root, f)) for f in stdlib_files(root, cfg.data.max_files))
+def clean_dir(cfg) -> Path:
+    return Path(cfg.data.dir) / "clean"
 
 
 def _log(msg: str) -> None:
     print(f"[loom] {msg}", file=sys.stderr, flush=True)
 
 
+def _digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swaps a finished temporary directory into place."""
+    fsync_dir(tmp)
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit=" docs", file=sys.stderr, disable=not sys.stderr.isatty(), smoothing=0.1)
+
+
 # ---------------------------------------------------------------------------------------------
-# Tokenizer
+# Stage 1 and 2: clean and deduplicate
 # ---------------------------------------------------------------------------------------------
 
 
-def _tokenizer_settings(cfg) -> dict:
+def _clean_settings(cfg) -> dict:
     return {
-        "source": cfg.data.source,
-        "max_files": cfg.data.max_files,
+        "format": CLEAN_FORMAT,
+        "sources": [asdict(s) for s in cfg.data.sources],
+        "quality": asdict(cfg.quality),
+        "dedup": asdict(cfg.dedup),
+        "scrub_pii": cfg.data.scrub_pii,
         "val_fraction": cfg.data.val_fraction,
-        "vocab_size": cfg.tokenizer.vocab_size,
-        "train_bytes": cfg.tokenizer.train_bytes,
         "python": platform.python_version(),
+        "stdlib": stdlib_root(),
     }
 
 
-def train_corpus_tokenizer(cfg) -> Tokenizer:
-    """Trains the BPE tokenizer on a sample of the training split, chosen by document hash so
-    the sample is spread over the whole corpus, and saves it under `data.dir`."""
-    rate = min(1.0, cfg.tokenizer.train_bytes / max(1, _estimated_corpus_bytes(cfg)))
+def plan_tasks(cfg) -> dict:
+    """Lists every source's files (a directory walk, no reading) and groups runs of them into
+    tasks of at most `data.task_files` files or about `data.task_bytes` bytes. The plan's
+    fingerprint covers the settings and each file's size and modification time, so a changed
+    input makes a new plan (and a new clean corpus)."""
+    tasks, unreadable, passed_over = [], [], {}
+    for index, source in enumerate(cfg.data.sources):
+        stats = SourceStats()
+        files, size = [], 0
+        for entry in list_inputs(source, stats):
+            if isinstance(entry, Unreadable):
+                unreadable.append(asdict(entry))
+                continue
+            files.append(asdict(entry))
+            size += entry.size
+            if len(files) >= cfg.data.task_files or size >= cfg.data.task_bytes:
+                tasks.append({"source": index, "files": files})
+                files, size = [], 0
+        if files:
+            tasks.append({"source": index, "files": files})
+        passed_over[source.name] = {"files": stats.files_skipped, "dirs": stats.dirs_skipped}
+    plan = {"settings": _clean_settings(cfg), "tasks": tasks, "unreadable": unreadable, "passed_over": passed_over}
+    plan["fingerprint"] = _digest(plan)
+    return plan
+
+
+def _clean_one(doc: Document, cfg) -> tuple:
+    """(status, reason or cleaned document, redactions, notice lines removed, hash, signature)."""
+    text = normalize_text(doc.text)
+    if not text.strip():
+        return "dropped", "normalize.empty", {}, 0, None, None
+    removed = 0
+    if cfg.quality.enabled:
+        if doc.domain_group == "code":
+            reason = code_rejection(text, doc.domain.split(":", 1)[1], cfg.quality.code)
+        else:
+            text, removed = c4_remove_notice_lines(text, cfg.quality.text)
+            reason = text_rejection(text, cfg.quality.text)
+        if reason:
+            return "dropped", reason, {}, removed, None, None
+    redactions = {}
+    if cfg.data.scrub_pii:
+        text, redactions = scrub(text)
+    doc = Document(doc.id, text, doc.domain, doc.source, doc.meta)
+    sig = signature(text, doc.domain, cfg.dedup) if cfg.dedup.near else None
+    return "clean", doc, redactions, removed, content_hash(text), sig
+
+
+def _task_paths(work: Path, index: int) -> tuple[Path, Path, Path]:
+    """A task's clean documents, its hashes and signatures, and its marker (written last)."""
+    stem = work / "tasks" / f"{index:05d}"
+    return stem.with_suffix(".jsonl.zst"), stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+
+def run_task(cfg, work: Path, index: int) -> dict:
+    """Runs clean task `index` of the plan in `work`: reads its files, cleans each document and
+    writes the survivors, their hashes and signatures and the task's accounting. Idempotent: a
+    task whose marker exists is not run again; a task cut short leaves no marker and only
+    temporary files, and running it again gives the same bytes."""
+    docs_path, arrays_path, marker = _task_paths(work, index)
+    if marker.is_file():
+        try:
+            return json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            pass  # a marker is written atomically, so this is outside damage: redo the task
+    plan = json.loads((work / "plan.json").read_text())
+    if not 0 <= index < len(plan["tasks"]):
+        raise DataError(f"task {index} is not in the plan at {work / 'plan.json'} ({len(plan['tasks'])} tasks)")
+    task = plan["tasks"][index]
+    source = cfg.data.sources[task["source"]]
+    started = time.time()
+    acct = {"task": index, "inputs": 0, "dropped_by_rule": Counter(), "redactions": Counter(),
+            "c4_lines_removed": 0, "unreadable": 0, "unreadable_list": [], "dropped_by_domain": Counter(),
+            "docs": []}  # per clean document: [domain, split, bytes]
+    hashes, signatures = [], []
+    suffix = f".tmp-{os.getpid()}"
+    docs_tmp = docs_path.with_name(docs_path.name + suffix)
+    with open(docs_tmp, "wb") as raw:
+        text_out = io.TextIOWrapper(zstandard.ZstdCompressor(level=3).stream_writer(raw), encoding="utf-8")
+        for file in task["files"]:
+            for item in read_input(source, InputFile(**file)):
+                acct["inputs"] += 1
+                if isinstance(item, Unreadable):
+                    acct["unreadable"] += 1
+                    if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
+                        acct["unreadable_list"].append(asdict(item))
+                    continue
+                status, outcome, redactions, removed, digest, sig = _clean_one(item, cfg)
+                acct["c4_lines_removed"] += removed
+                acct["redactions"].update(redactions)
+                if status == "dropped":
+                    acct["dropped_by_rule"][outcome] += 1
+                    acct["dropped_by_domain"][item.domain] += 1
+                    continue
+                split = split_of(outcome.id, cfg.data.val_fraction)
+                text_out.write(json.dumps({"id": outcome.id, "text": outcome.text, "domain": outcome.domain,
+                                           "source": outcome.source, "split": split}) + "\n")
+                acct["docs"].append([outcome.domain, split, len(outcome.text.encode("utf-8"))])
+                hashes.append(digest)
+                if sig is not None:
+                    signatures.append(sig)
+        text_out.flush()
+        text_out.detach().flush(zstandard.FLUSH_FRAME)
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(docs_tmp, docs_path)
+    arrays_tmp = arrays_path.with_name(arrays_path.name + suffix)
+    with open(arrays_tmp, "wb") as f:
+        hash_array = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 16)
+        sig_array = np.stack(signatures) if signatures else np.zeros((0, cfg.dedup.bands * cfg.dedup.rows), np.uint32)
+        np.savez(f, hashes=hash_array, signatures=sig_array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(arrays_tmp, arrays_path)
+    acct["seconds"] = round(time.time() - started, 3)
+    acct = _jsonable(acct)
+    atomic_write_text(marker, json.dumps(acct, sort_keys=True))
+    return acct
+
+
+def run_clean_task(cfg, index: int) -> dict:
+    """Runs one task of the plan that `loom data build` left in `data.dir/clean.work/` (what a
+    Slurm array task does); the build run after all tasks are done merges them."""
+    work = clean_dir(cfg).parent / "clean.work"
+    if not (work / "plan.json").is_file():
+        raise DataError(f"no plan at {work / 'plan.json'}; run `loom data build` with this config first")
+    plan = json.loads((work / "plan.json").read_text())
+    if plan["settings"] != json.loads(json.dumps(_clean_settings(cfg), default=str)):
+        raise DataError(f"the plan at {work / 'plan.json'} was made with other settings than this config's; "
+                        "run `loom data build` with this config again to make a new one")
+    return run_task(cfg, work, index)
+
+
+def clean_corpus(cfg) -> dict:
+    """Stages 1 and 2: makes `clean/` (documents, duplicate marks, manifest with the accounting)
+    up to date and returns its manifest. Work happens in `clean.work/`, task by task; a build
+    killed part way and started again with the same config redoes only unfinished tasks."""
+    out = clean_dir(cfg)
+    plan = plan_tasks(cfg)
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("fingerprint") == plan["fingerprint"]:
+                _log(f"clean corpus in {out} is up to date")
+                return manifest
+        except json.JSONDecodeError:
+            pass
+
+    work = out.parent / "clean.work"
+    try:
+        previous = json.loads((work / "plan.json").read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError):
+        previous = None
+    if previous != plan["fingerprint"]:
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "tasks").mkdir(parents=True)
+        atomic_write_text(work / "plan.json", json.dumps(plan))
+    for leftover in (work / "tasks").glob("*.tmp-*"):  # from tasks cut short
+        leftover.unlink(missing_ok=True)
+    n_tasks = len(plan["tasks"])
+    pending = [i for i in range(n_tasks) if not _task_paths(work, i)[2].is_file()]
+    if pending:
+        _run_clean_tasks(cfg, work, n_tasks, pending)
+    return _merge(cfg, work, plan, out)
+
+
+def _run_clean_tasks(cfg, work: Path, n_tasks: int, pending: list[int]) -> None:
+    from loom.data.execute import run_pending
+
+    done_before = n_tasks - len(pending)
+    resumed = f" ({done_before} done before, resuming)" if done_before else ""
+    _log(f"cleaning: {len(pending)} of {n_tasks} tasks to run on the {cfg.data.executor} executor{resumed}")
+    progress = _progress("cleaning")
+    started = last_line = time.time()
+    counts = {"tasks": 0, "docs": 0}
+
+    def on_done(acct: dict) -> None:
+        nonlocal last_line
+        counts["tasks"] += 1
+        counts["docs"] += acct["inputs"]
+        progress.update(acct["inputs"])
+        now = time.time()
+        if progress.disable and (now - last_line > 10 or counts["tasks"] == len(pending)):
+            last_line = now
+            rate = counts["docs"] / max(now - started, 1e-9)
+            _log(f"cleaning: {counts['tasks']}/{len(pending)} tasks, {counts['docs']:,} inputs, {rate:,.0f} docs/s")
+
+    run_pending(cfg, work, pending, run_task, on_done)
+    progress.close()
+    elapsed = time.time() - started
+    _log(f"cleaned {counts['docs']:,} inputs in {elapsed:.1f}s ({counts['docs'] / max(elapsed, 1e-9):,.0f} docs/s)")
+
+
+def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
+    """Stage 2: adds up the tasks' accounts, finds duplicates across all of them, and swaps the
+    finished work directory in as `clean/`."""
+    started = time.time()
+    acct = _new_accounting(cfg)
+    records, hashes, signatures = [], [], []
+    for entry in plan["unreadable"]:
+        _count_unreadable(acct, entry)
+    for index, task in enumerate(plan["tasks"]):
+        source = cfg.data.sources[task["source"]].name
+        _docs_path, arrays_path, marker = _task_paths(work, index)
+        task_acct = json.loads(marker.read_text())
+        acct["inputs"] += task_acct["inputs"]
+        acct["c4_lines_removed"] += task_acct["c4_lines_removed"]
+        acct["redactions"].update(task_acct["redactions"])
+        acct["dropped_by_rule"].update(task_acct["dropped_by_rule"])
+        dropped = sum(task_acct["dropped_by_rule"].values())
+        acct["dropped"] += dropped
+        acct["by_source"][source]["dropped"] += dropped
+        for domain, n in task_acct["dropped_by_domain"].items():
+            acct["by_domain"].setdefault(domain, Counter())["dropped"] += n
+        acct["unreadable"] += task_acct["unreadable"]
+        acct["by_source"][source]["unreadable"] += task_acct["unreadable"]
+        for entry in task_acct["unreadable_list"]:
+            if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
+                acct["unreadable_list"].append(entry)
+        records.extend((source, domain, split, n_bytes) for domain, split, n_bytes in task_acct["docs"])
+        with np.load(arrays_path) as arrays:
+            hashes.append(arrays["hashes"])
+            signatures.append(arrays["signatures"])
+    acct["inputs"] += len(plan["unreadable"])
+
+    hash_matrix = np.concatenate(hashes) if hashes else np.zeros((0, 16), np.uint8)
+    duplicate_of = exact_duplicates([h.tobytes() for h in hash_matrix]) if cfg.dedup.exact else None
+    if duplicate_of is None:
+        duplicate_of = np.full(len(records), -1, dtype=np.int64)
+    kinds = np.where(duplicate_of >= 0, 1, 0)  # 1: exact
+    if cfg.dedup.near and records:
+        near = near_duplicates(np.concatenate(signatures), cfg.dedup, candidates=duplicate_of < 0)
+        kinds = np.where(near >= 0, 2, kinds)
+        duplicate_of = np.where(near >= 0, near, duplicate_of)
+    for (source, domain, split, n_bytes), kind in zip(records, kinds):
+        status = ("kept", "duplicate_exact", "duplicate_near")[kind]
+        acct["by_source"][source][status] += 1
+        dom = acct["by_domain"].setdefault(domain, Counter())
+        dom[status] += 1
+        if kind == 0:
+            acct["kept"] += 1
+            dom[f"{split}_bytes"] += n_bytes
+            dom[f"{split}_docs"] += 1
+        else:
+            acct["duplicates"] += 1
+            acct["duplicates_by_kind"]["exact" if kind == 1 else "near"] += 1
+    acct["passed_over"] = plan["passed_over"]
+    acct["seconds"] = round(time.time() - started, 2)
+    np.save(work / "duplicate_of.npy", duplicate_of)
+    manifest = {"format": CLEAN_FORMAT, "fingerprint": plan["fingerprint"], "tasks": len(plan["tasks"]),
+                "documents": len(records), "accounting": _jsonable(acct)}
+    atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    _replace_dir(work, out)
+    a = manifest["accounting"]
+    _log(f"clean corpus: {a['inputs']:,} inputs: {a['kept']:,} kept, {a['dropped']:,} dropped, "
+         f"{a['duplicates']:,} duplicates, {a['unreadable']:,} unreadable -> {out}")
+    return manifest
+
+
+def _count_unreadable(acct: dict, entry: dict) -> None:
+    acct["unreadable"] += 1
+    acct["by_source"][entry["source"]]["unreadable"] += 1
+    if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
+        acct["unreadable_list"].append(entry)
+
+
+def _new_accounting(cfg) -> dict:
+    return {
+        "inputs": 0, "kept": 0, "dropped": 0, "duplicates": 0, "unreadable": 0,
+        "dropped_by_rule": Counter(), "duplicates_by_kind": Counter(), "redactions": Counter(),
+        "c4_lines_removed": 0, "unreadable_list": [],
+        "by_source": {s.name: Counter() for s in cfg.data.sources},
+        "by_domain": {},
+    }
+
+
+def _jsonable(acct: dict) -> dict:
+    return {k: (dict(v) if isinstance(v, Counter) else
+                {kk: dict(vv) for kk, vv in v.items()} if k in ("by_source", "by_domain") else v)
+            for k, v in acct.items()}
+
+
+def clean_documents(cfg, split: str | None = None) -> Iterator[Document]:
+    """The kept (deduplicated) documents of the clean corpus, in plan order."""
+    out = clean_dir(cfg)
+    manifest = json.loads((out / "manifest.json").read_text())
+    duplicate_of = np.load(out / "duplicate_of.npy")
+    i = 0
+    for index in range(manifest["tasks"]):
+        docs_path = _task_paths(out, index)[0]
+        with open(docs_path, "rb") as raw:
+            reader = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw), encoding="utf-8")
+            for line in reader:
+                i += 1
+                if duplicate_of[i - 1] >= 0:
+                    continue
+                rec = json.loads(line)
+                if split is None or rec["split"] == split:
+                    yield Document(rec["id"], rec["text"], rec["domain"], rec["source"], {"split": rec["split"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def _tokenizer_settings(cfg, clean_fingerprint: str) -> dict:
+    return {"vocab_size": cfg.tokenizer.vocab_size, "train_bytes": cfg.tokenizer.train_bytes,
+            "clean_corpus": clean_fingerprint}
+
+
+def train_corpus_tokenizer(cfg, manifest: dict | None = None) -> Tokenizer:
+    """Trains the BPE tokenizer on a sample of the kept training documents, chosen by a hash of
+    their ids so it is spread over the whole corpus, and saves it under `data.dir`."""
+    manifest = manifest or clean_corpus(cfg)
+    kept_bytes = sum(d.get("train_bytes", 0) for d in manifest["accounting"]["by_domain"].values())
+    rate = min(1.0, cfg.tokenizer.train_bytes / max(1, kept_bytes))
 
     def sample() -> Iterator[str]:
         taken = 0
-        for doc in corpus_documents(cfg):
+        for doc in clean_documents(cfg, "train"):
             if taken >= cfg.tokenizer.train_bytes:
                 return
-            if split_of(doc.id, cfg.data.val_fraction) != "train":
-                continue
-            if hash_fraction("tokenizer-sample/" + doc.id) >= rate:
-                continue
-            taken += len(doc.text)
-            yield doc.text
+            if hash_fraction("tokenizer-sample/" + doc.id) < rate:
+                taken += len(doc.text)
+                yield doc.text
 
     path = tokenizer_path(cfg)
     started = time.time()
-    _log(f"training a {cfg.tokenizer.vocab_size}-token BPE tokenizer on ~{cfg.tokenizer.train_bytes / 1e6:.1f} MB")
+    sample_mb = min(kept_bytes, cfg.tokenizer.train_bytes) / 1e6
+    _log(f"training a {cfg.tokenizer.vocab_size}-token BPE tokenizer on ~{sample_mb:.1f} MB")
     tok = train_tokenizer(sample(), cfg.tokenizer.vocab_size, path, show_progress=sys.stderr.isatty())
-    write_training_record(path.with_suffix(".train.json"), _tokenizer_settings(cfg))
+    write_training_record(path.with_suffix(".train.json"), _tokenizer_settings(cfg, manifest["fingerprint"]))
     _log(f"tokenizer: {tok.vocab_size} tokens -> {path} ({time.time() - started:.1f}s)")
     return tok
 
 
-def ensure_tokenizer(cfg) -> Tokenizer:
-    """The tokenizer at `data.dir`, trained first if it is missing or was trained differently."""
+def ensure_tokenizer(cfg, manifest: dict | None = None) -> Tokenizer:
+    """The tokenizer at `data.dir`, trained first if missing or trained on something else."""
     path = tokenizer_path(cfg)
     record = path.with_suffix(".train.json")
+    manifest = manifest or clean_corpus(cfg)
     if path.is_file() and record.is_file():
         try:
-            if json.loads(record.read_text()) == _tokenizer_settings(cfg):
+            if json.loads(record.read_text()) == _tokenizer_settings(cfg, manifest["fingerprint"]):
                 return Tokenizer.from_file(path)
         except json.JSONDecodeError:
             pass
-    return train_corpus_tokenizer(cfg)
+    return train_corpus_tokenizer(cfg, manifest)
 
 
 # ---------------------------------------------------------------------------------------------
-# Shards
+# Stage 4: mixture and shards
 # ---------------------------------------------------------------------------------------------
 
 
-def _fingerprint(cfg, tok: Tokenizer) -> str:
-    settings = {
-        "format": FORMAT,
-        "source": cfg.data.source,
-        "max_files": cfg.data.max_files,
-        "val_fraction": cfg.data.val_fraction,
-        "shard_tokens": cfg.data.shard_tokens,
-        "tokenizer_sha256": tok.sha256(),
-        "python": platform.python_version(),
-        "stdlib": stdlib_root(),
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+def mixture_epochs(natural_bytes: dict[str, int], weights: dict[str, float]) -> dict[str, float]:
+    """How many times each domain group is seen per pass over the training split so that the
+    groups' shares match `weights` (normalized), keeping the total size of the split. Empty
+    weights: every group once (the natural mixture)."""
+    groups = {g: b for g, b in natural_bytes.items() if b > 0}
+    if not weights:
+        return {g: 1.0 for g in groups}
+    total_weight = sum(weights.get(g, 0.0) for g in groups)
+    if total_weight <= 0:
+        raise DataError(f"data.mixture {weights} gives no weight to the groups the corpus has ({sorted(groups)})")
+    total = sum(groups.values())
+    return {g: weights.get(g, 0.0) / total_weight * total / b for g, b in groups.items()}
 
 
-def build_dataset(cfg, force: bool = False) -> Path:
-    """Makes sure `data.dir` holds a tokenizer and token shards for `cfg`; returns the shard
-    directory. Does nothing when they are already up to date, unless `force`."""
-    tok = ensure_tokenizer(cfg)
+def _repeats(doc_id: str, epochs: float) -> int:
+    """Whole epochs, plus one more for a hash-chosen share of documents equal to the fraction."""
+    whole = int(epochs)
+    return whole + (hash_fraction("mixture/" + doc_id) < epochs - whole)
+
+
+def _shard_settings(cfg, clean_fingerprint: str, tok: Tokenizer) -> dict:
+    return {"format": FORMAT, "clean_corpus": clean_fingerprint, "tokenizer_sha256": tok.sha256(),
+            "mixture": cfg.data.mixture, "shard_tokens": cfg.data.shard_tokens}
+
+
+def write_shards(cfg, tok: Tokenizer, clean_manifest: dict) -> Path:
     out = shard_dir(cfg)
-    fingerprint = _fingerprint(cfg, tok)
-    if not force and (out / "manifest.json").is_file():
+    fingerprint = _digest(_shard_settings(cfg, clean_manifest["fingerprint"], tok))
+    if (out / "manifest.json").is_file():
         try:
             if read_manifest(out).get("fingerprint") == fingerprint:
                 _log(f"token shards in {out} are up to date")
                 return out
         except DataError:
-            pass  # unreadable: rebuild it
+            pass
+    natural: Counter = Counter()
+    for domain, counts in clean_manifest["accounting"]["by_domain"].items():
+        natural[domain.split(":", 1)[0]] += counts.get("train_bytes", 0)
+    epochs = mixture_epochs(dict(natural), cfg.data.mixture)
 
     tmp = out.parent / f".shards.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _write_shards(cfg, tok, tmp)
+        manifest = _tokenize_into(tmp, cfg, tok, epochs)
         manifest["fingerprint"] = fingerprint
         write_manifest(tmp, manifest)
-        fsync_dir(tmp)
-        old = out.parent / f".shards.old-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _write_shards(cfg, tok: Tokenizer, out: Path) -> dict:
-    from tqdm import tqdm
-
+def _tokenize_into(out: Path, cfg, tok: Tokenizer, epochs: dict[str, float]) -> dict:
     dtype = token_dtype(tok.vocab_size)
     domains: list[str] = []
     writers = {s: ShardWriter(out, s, dtype, cfg.data.shard_tokens, domains) for s in ("train", "val")}
     stats = {s: {"tokens": 0, "docs": 0, "tokens_by_domain": {}, "docs_by_domain": {}, "bytes_by_domain": {}}
              for s in writers}
-    skipped: dict = {}
     started = time.time()
-    progress = tqdm(desc="tokenizing", unit=" docs", file=sys.stderr, disable=not sys.stderr.isatty())
+    progress = _progress("tokenizing")
 
     def flush(batch: list[Document]) -> None:
         for doc, ids in zip(batch, tok.encode_batch([d.text for d in batch])):
-            split = split_of(doc.id, cfg.data.val_fraction)
+            split = doc.meta["split"]
+            copies = _repeats(doc.id, epochs.get(doc.domain_group, 0.0)) if split == "train" else 1
+            if copies == 0:
+                continue
             tokens = np.empty(len(ids) + 2, dtype=np.int64)
             tokens[0], tokens[1:-1], tokens[-1] = tok.bos_id, ids, tok.eos_id
             n_bytes = len(doc.text.encode("utf-8"))
-            writers[split].add(tokens, n_bytes, doc.domain)
             st = stats[split]
-            st["tokens"] += len(tokens)
-            st["docs"] += 1
-            for key, amount in (("tokens_by_domain", len(tokens)), ("docs_by_domain", 1), ("bytes_by_domain", n_bytes)):
-                st[key][doc.domain] = st[key].get(doc.domain, 0) + amount
+            for _ in range(copies):
+                writers[split].add(tokens, n_bytes, doc.domain)
+                st["tokens"] += len(tokens)
+                st["docs"] += 1
+                for key, amount in (("tokens_by_domain", len(tokens)), ("docs_by_domain", 1),
+                                    ("bytes_by_domain", n_bytes)):
+                    st[key][doc.domain] = st[key].get(doc.domain, 0) + amount
         progress.update(len(batch))
 
     batch: list[Document] = []
-    for doc in corpus_documents(cfg, skipped):
+    for doc in clean_documents(cfg):
         batch.append(doc)
         if len(batch) == ENCODE_BATCH_DOCS:
             flush(batch)
@@ -198,13 +566,12 @@ def _write_shards(cfg, tok: Tokenizer, out: Path) -> dict:
     if batch:
         flush(batch)
     progress.close()
-
     for split, writer in writers.items():
         stats[split]["files"] = writer.close()
     if stats["train"]["tokens"] == 0 or stats["val"]["tokens"] == 0:
         raise DataError(
-            f"the corpus gave {stats['train']['docs']} training and {stats['val']['docs']} validation "
-            "documents; both splits need some: raise data.max_files or adjust data.val_fraction"
+            f"after cleaning, {stats['train']['docs']} training and {stats['val']['docs']} validation documents "
+            "remain; both splits need some: add data, loosen [quality] rules or adjust data.val_fraction"
         )
     elapsed = time.time() - started
     total = stats["train"]["tokens"] + stats["val"]["tokens"]
@@ -219,7 +586,28 @@ def _write_shards(cfg, tok: Tokenizer, out: Path) -> dict:
         "eos_id": tok.eos_id,
         "domains": domains,
         "splits": stats,
-        "source": {"name": cfg.data.source, "root": stdlib_root(), "python": platform.python_version(),
-                   "max_files": cfg.data.max_files, "skipped_files": skipped},
+        "mixture": {"weights": cfg.data.mixture, "epochs": epochs},
         "val_fraction": cfg.data.val_fraction,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole build
+# ---------------------------------------------------------------------------------------------
+
+
+def build_dataset(cfg, force: bool = False) -> Path:
+    """Makes sure `data.dir` holds a clean corpus, a tokenizer, token shards and a data card for
+    `cfg`; returns the shard directory. Stages already up to date are skipped, unless `force`."""
+    for source in cfg.data.sources:
+        validate_source(source)  # missing paths fail here, before any work
+    if force:
+        for path in (clean_dir(cfg), clean_dir(cfg).parent / "clean.work", shard_dir(cfg)):
+            shutil.rmtree(path, ignore_errors=True)
+    clean = clean_corpus(cfg)
+    tok = ensure_tokenizer(cfg, clean)
+    out = write_shards(cfg, tok, clean)
+    from loom.data.card import write_data_card
+
+    write_data_card(Path(cfg.data.dir), clean, read_manifest(out))
+    return out

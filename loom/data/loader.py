@@ -50,7 +50,7 @@ class ShardLoader:
             raise DataError(
                 f"{shard_dir}: the {split!r} split has {self.num_windows} windows of {window} tokens, "
                 f"fewer than one global batch ({self.global_batch}); use more data "
-                "(data.max_files, data.val_fraction) or a smaller batch or seq_len"
+                "(data.sources, data.val_fraction) or a smaller batch or seq_len"
             )
         self.epoch, self.cursor = 0, 0
         self._order_epoch, self._order = -1, None

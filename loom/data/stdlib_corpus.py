@@ -8,8 +8,10 @@ Nothing is downloaded, so it exists wherever Python does:
 
 Document ids are paths relative to the standard library root, so they, and the split derived
 from them, are the same on every machine. Files are parsed in a process pool, in a fixed order.
-Files that are not valid UTF-8 or not valid Python 3 still count as code when they decode;
-their docstrings are skipped. Counts of what was skipped are returned with the documents.
+Files that are not valid Python 3 still count as code when they decode; their docstrings are
+skipped. Files that are not valid UTF-8 (a few test fixtures) or cannot be read are left out:
+counts of what was skipped are returned with the documents, and `on_unreadable` hears of each
+such file with the reason, so a caller (`loom.data.sources`) can report it rather than only count it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import ast
 import multiprocessing
 import os
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 from loom.data.documents import Document
@@ -59,29 +61,66 @@ def module_docstrings(source: str) -> list[str]:
     return docs
 
 
-def _read_one(args: tuple[str, str]) -> tuple[str, str | None, str | None, str | None]:
-    """(relpath, code text or None, docstring text or None, skip reason or None)."""
+def _read_one(args: tuple[str, str]) -> tuple[str, str | None, str | None, str | None, str | None]:
+    """(relpath, code text or None, docstring text or None, skip reason or None, message saying
+    why the file could not be read, or None)."""
     root, rel = args
     try:
         with open(os.path.join(root, rel), "rb") as f:
-            code = f.read().decode("utf-8")
-    except (UnicodeDecodeError, OSError):
-        return rel, None, None, "not_utf8"
+            data = f.read()
+    except OSError as e:
+        return rel, None, None, "unreadable", f"cannot read: {e.strerror or e}"
+    try:
+        code = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        message = (
+            f"not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start}: {e.reason}); "
+            "standard-library code is kept verbatim, so the file is left out"
+        )
+        return rel, None, None, "not_utf8", message
     try:
         docstrings = module_docstrings(code)
     except (SyntaxError, ValueError, RecursionError):
-        return rel, code, None, "not_python3"
-    return rel, code, "\n\n".join(docstrings) if docstrings else None, None
+        return rel, code, None, "not_python3", None
+    return rel, code, "\n\n".join(docstrings) if docstrings else None, None, None
 
 
-def stdlib_documents(max_files: int = 0, workers: int = 0, skipped: dict | None = None) -> Iterator[Document]:
-    """Yields the corpus documents in a fixed order: pydoc topics, then per file its code and
-    its docstrings. `skipped`, when given, receives counts of skipped files by reason."""
+def _file_documents(rel: str, code: str | None, docstrings: str | None) -> list[Document]:
+    docs = []
+    if code is not None and code.strip():
+        docs.append(Document(f"code/{rel}", code, "code:python", "stdlib", {"path": rel}))
+    if docstrings:
+        docs.append(Document(f"docstrings/{rel}", docstrings, "text", "stdlib", {"path": rel, "kind": "docstrings"}))
+    return docs
+
+
+def pydoc_documents() -> list[Document]:
+    """The bundled reference documentation, one document per topic, sorted by topic."""
     import pydoc_data.topics
 
+    topics = pydoc_data.topics.topics
+    return [Document(f"pydoc/{name}", topics[name], "text", "stdlib", {"kind": "pydoc"}) for name in sorted(topics)]
+
+
+def read_stdlib_file(root: str, rel: str) -> tuple[list[Document], str | None]:
+    """The documents of one standard-library file (its code, then its docstrings), and a message
+    saying why it could not be read, or None."""
+    rel, code, docstrings, _reason, message = _read_one((root, rel))
+    return _file_documents(rel, code, docstrings), message
+
+
+def stdlib_documents(
+    max_files: int = 0,
+    workers: int = 0,
+    skipped: dict | None = None,
+    on_unreadable: Callable[[str, str], None] | None = None,
+) -> Iterator[Document]:
+    """Yields the corpus documents in a fixed order: pydoc topics, then per file its code and
+    its docstrings. `skipped`, when given, receives counts of skipped files by reason.
+    `on_unreadable`, when given, is called as `on_unreadable(relpath, message)` for each file
+    left out because it cannot be read or is not UTF-8, before the next document is yielded."""
     skipped = skipped if skipped is not None else {}
-    for name in sorted(pydoc_data.topics.topics):
-        yield Document(f"pydoc/{name}", pydoc_data.topics.topics[name], "text", "stdlib", {"kind": "pydoc"})
+    yield from pydoc_documents()
 
     root = stdlib_root()
     files = stdlib_files(root, max_files)
@@ -98,13 +137,12 @@ def stdlib_documents(max_files: int = 0, workers: int = 0, skipped: dict | None 
         pool = ProcessPoolExecutor(workers, mp_context=ctx)
         results = pool.map(_read_one, jobs, chunksize=16)
     try:
-        for rel, code, docstrings, reason in results:
+        for rel, code, docstrings, reason, message in results:
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1
-            if code is not None and code.strip():
-                yield Document(f"code/{rel}", code, "code:python", "stdlib", {"path": rel})
-            if docstrings:
-                yield Document(f"docstrings/{rel}", docstrings, "text", "stdlib", {"path": rel, "kind": "docstrings"})
+            if message and on_unreadable is not None:
+                on_unreadable(rel, message)
+            yield from _file_documents(rel, code, docstrings)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -324,7 +324,7 @@ def write_report(run_dir: Path, cfg: LoomConfig, s: dict) -> None:
         "",
         f"- model: {m.n_layer} layers, width {m.d_model}, {m.n_head} heads ({m.n_kv_head} key/value), "
         f"vocab {m.vocab_size}, {s['parameters'] / 1e6:.2f}M parameters, {s['flops_per_token'] / 1e6:.1f} MFLOP/token",
-        f"- data: {cfg.data.dir} ({cfg.data.source})",
+        f"- data: {cfg.data.dir} (sources: {', '.join(src.name for src in cfg.data.sources)}; see its data_card.md)",
         f"- trained: {s['steps']} steps, {s['tokens']:,} tokens, {s['train_seconds']:.0f}s of training "
         f"(mean {s['tokens_per_s']:,.0f} tokens/s over the whole run, resumes included)",
         f"- validation loss: {s['first_val_loss']:.4f} at the first evaluation, {s['final_val_loss']:.4f} at the end",

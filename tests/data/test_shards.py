@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from loom.data import ShardLoader, build_dataset, read_manifest, shard_dir, split_of, verify_shards
+from loom.data import ShardLoader, build_dataset, clean_documents, read_manifest, shard_dir, split_of, verify_shards
 from loom.data.shards import ShardWriter, open_index, open_tokens, token_dtype, write_manifest
-from loom.data.stdlib_corpus import stdlib_documents
 from loom.errors import DataError
 from loom.tokenizer import Tokenizer
+
+SOURCES = 'data.sources=[{{name="stdlib", kind="stdlib", max_files={}}}]'
 
 
 def test_token_dtype_choice():
@@ -53,9 +54,9 @@ def test_built_dataset_holds_every_document_exactly(tiny_root):
     assert manifest["dtype"] == "uint16"
     assert verify_shards(out) == []
 
-    docs = list(stdlib_documents(max_files=cfg.data.max_files, workers=1))
     for split in ("train", "val"):
-        expected = [d for d in docs if split_of(d.id, cfg.data.val_fraction) == split]
+        expected = list(clean_documents(cfg, split))  # natural mixture: each kept document once
+        assert all(split_of(d.id, cfg.data.val_fraction) == split for d in expected)
         decoded = []
         domains = manifest["domains"]
         for f in manifest["splits"][split]["files"]:
@@ -79,10 +80,10 @@ def test_rebuild_is_skipped_when_up_to_date(tiny_root):
 
 
 def test_changed_settings_rebuild_into_place(tmp_path):
-    cfg = tiny_config(tmp_path, extra=["data.max_files=12", "data.val_fraction=0.3"])
+    cfg = tiny_config(tmp_path, extra=[SOURCES.format(12), "data.val_fraction=0.3"])
     build_dataset(cfg)
     first = read_manifest(shard_dir(cfg))
-    cfg2 = tiny_config(tmp_path, extra=["data.max_files=14", "data.val_fraction=0.3"])
+    cfg2 = tiny_config(tmp_path, extra=[SOURCES.format(14), "data.val_fraction=0.3"])
     build_dataset(cfg2)
     second = read_manifest(shard_dir(cfg2))
     assert second["fingerprint"] != first["fingerprint"]
