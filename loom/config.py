@@ -90,9 +90,66 @@ class TrainConfig:
     eval_batches: int = 10  # micro-batches per process in each validation
     log_every: int = 10
     ckpt_every: int = 500  # a checkpoint every N steps (and at the end)
+    keep_last: int = 3  # checkpoints kept: the newest N ...
+    keep_every: int = 0  # ... and every one whose step is a multiple of this (0: none more)
+    async_checkpoint: bool = False  # write checkpoints in a background thread (the loop waits only for a copy)
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto: cuda if present, else cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
+
+
+@dataclass
+class HealthConfig:
+    """In-run guards (loom.train.health); every event lands in events.jsonl."""
+
+    # a step whose loss or gradient norm is not finite is skipped (no optimizer step); after this
+    # many in a row the run rolls back to its last good checkpoint and skips those data windows
+    nonfinite_limit: int = 3
+    loss_spike_zscore: float = 6.0  # a loss this many deviations above its running mean is a spike (0: off)
+    loss_spike_action: str = "skip"  # log | skip (the optimizer step) | rollback (and skip the window)
+    grad_spike_zscore: float = 10.0  # likewise for the gradient norm (0: off)
+    grad_spike_action: str = "log"
+    spike_window: int = 100  # steps in the running mean and deviation
+    spike_min_steps: int = 20  # steps seen before spikes are judged
+    spike_patience: int = 10  # this many spikes in a row are a new level, not spikes: accepted
+    max_rollbacks: int = 5  # more rollbacks than this in one process and the run stops with an error
+    watchdog_factor: float = 20.0  # no step within factor x median step time is a hang (0: no watchdog)
+    watchdog_min_s: float = 300.0  # ... and never less than this
+    watchdog_first_s: float = 1800.0  # before the first step (start-up, compilation)
+    heartbeat_s: float = 10.0  # heartbeat/rank<R>.json rewritten at most this often (0: off)
+    straggler_every: int = 100  # gather per-rank step times every N steps (multi-process runs)
+    straggler_ratio: float = 1.3  # a rank this much slower than the median rank is named
+
+
+@dataclass
+class CostConfig:
+    """Money and MFU (loom.train.cost); defaults are documented assumptions."""
+
+    peak_tflops: float = 0.0  # per-device peak for MFU (0: datasheet table on GPUs, measured on CPUs)
+    price_per_device_hour: float = -1.0  # money per device-hour (-1: loom.train.cost.PRICE_PER_HOUR)
+    currency: str = "USD"
+
+
+@dataclass
+class BudgetConfig:
+    """Limits at which the run stops cleanly with a checkpoint (0: no limit)."""
+
+    max_cost: float = 0.0
+    max_device_hours: float = 0.0
+    max_wall_hours: float = 0.0
+
+
+@dataclass
+class FaultConfig:
+    """Deliberate faults, to prove the guards work (tests, drills); each strikes once per process."""
+
+    nan_at_steps: list[int] = field(default_factory=list)  # these steps' loss becomes NaN
+    spike_at_steps: list[int] = field(default_factory=list)  # these steps' loss is multiplied by spike_factor
+    spike_factor: float = 10.0
+    stall_at_step: int = -1  # sleep stall_seconds inside this step (first attempt of a torchrun job only)
+    stall_seconds: float = 0.0
+    stall_rank: int = -1  # only this rank stalls (-1: all)
+    checkpoint_delay_s: float = 0.0  # pause while writing each checkpoint file (to kill mid-write)
 
 
 @dataclass
@@ -114,6 +171,10 @@ class LoomConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -270,7 +331,35 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         "train.grad_clip": cfg.train.grad_clip,
         "sample.temperature": cfg.sample.temperature,
         "sample.top_k": cfg.sample.top_k,
+        "train.keep_every": cfg.train.keep_every,
+        "health.nonfinite_limit": cfg.health.nonfinite_limit,
+        "health.loss_spike_zscore": cfg.health.loss_spike_zscore,
+        "health.grad_spike_zscore": cfg.health.grad_spike_zscore,
+        "health.max_rollbacks": cfg.health.max_rollbacks,
+        "health.watchdog_factor": cfg.health.watchdog_factor,
+        "health.heartbeat_s": cfg.health.heartbeat_s,
+        "cost.peak_tflops": cfg.cost.peak_tflops,
+        "budget.max_cost": cfg.budget.max_cost,
+        "budget.max_device_hours": cfg.budget.max_device_hours,
+        "budget.max_wall_hours": cfg.budget.max_wall_hours,
+        "faults.stall_seconds": cfg.faults.stall_seconds,
+        "faults.checkpoint_delay_s": cfg.faults.checkpoint_delay_s,
     }
+    positive.update({
+        "train.keep_last": cfg.train.keep_last,
+        "health.spike_window": cfg.health.spike_window,
+        "health.spike_patience": cfg.health.spike_patience,
+        "health.watchdog_min_s": cfg.health.watchdog_min_s,
+        "health.watchdog_first_s": cfg.health.watchdog_first_s,
+        "health.straggler_every": cfg.health.straggler_every,
+        "health.straggler_ratio": cfg.health.straggler_ratio,
+    })
+    for key, value in positive.items():
+        if value <= 0:
+            fail(f"{key} must be positive, not {value}")
+    for key in ("loss_spike_action", "grad_spike_action"):
+        if getattr(cfg.health, key) not in ("log", "skip", "rollback"):
+            fail(f"health.{key} {getattr(cfg.health, key)!r} is not known; use log, skip or rollback")
     for key, value in non_negative.items():
         if value < 0:
             fail(f"{key} must be zero or more, not {value}")

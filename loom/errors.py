@@ -20,3 +20,7 @@ class DataError(LoomError):
 
 class CheckpointError(LoomError):
     """A checkpoint or run directory is missing, partial or corrupt."""
+
+
+class TrainingError(LoomError):
+    """Training cannot go on (e.g. non-finite losses that rollbacks do not cure)."""

@@ -18,11 +18,14 @@ import json
 import os
 import random
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_file
 
 from loom.errors import CheckpointError
 from loom.util import atomic_write_text, fsync_dir, fsync_file, sha256_file
@@ -50,30 +53,146 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _cpu_copy(obj, clone: bool):
+    """`obj` (nested dicts, lists, tuples of tensors and plain values) with every tensor on the
+    CPU; cloned when `clone`, so the copy does not change when training goes on."""
+    if isinstance(obj, torch.Tensor):
+        out = obj.detach().to("cpu", copy=clone)
+        return out
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v, clone) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v, clone) for v in obj)
+    return obj
+
+
+def _model_tensors(model: torch.nn.Module, clone: bool) -> tuple[dict, dict]:
+    """The weights to store, with tied (shared) tensors stored once under the first of their
+    names in sorted order, and metadata naming the others: the layout `safetensors.torch.
+    save_model` writes and `load_model` reads."""
+    state = model.state_dict()
+    by_storage: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        by_storage.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append(name)
+    tensors, metadata = {}, {}
+    for names in by_storage.values():
+        keep, *others = sorted(names)
+        tensors[keep] = _cpu_copy(state[keep], clone).contiguous()
+        for other in others:
+            metadata[other] = keep
+    return tensors, metadata
+
+
+class CheckpointWriter:
+    """Saves checkpoints, in the calling thread or (`background=True`) in a writer thread, one
+    at a time: the loop waits only for a CPU copy of the state, and for the previous save to
+    finish before it starts the next. After each save, older checkpoints beyond the retention
+    policy are deleted: the newest `keep_last`, every step that is a multiple of `keep_every`,
+    and whatever `latest` names are kept. `delay_s` pauses after each file (fault drills)."""
+
+    def __init__(self, ckpt_root: Path, keep_last: int = 3, keep_every: int = 0, background: bool = False,
+                 delay_s: float = 0.0):
+        self.ckpt_root = Path(ckpt_root)
+        self.keep_last, self.keep_every, self.background, self.delay_s = keep_last, keep_every, background, delay_s
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict) -> None:
+        self.wait()
+        tensors, metadata = _model_tensors(model, clone=self.background)
+        optim = _cpu_copy(optimizer.state_dict(), clone=self.background)
+        rng = rng_states()
+        if not self.background:
+            self._write(step, tensors, metadata, optim, rng, state)
+            return
+
+        def run():
+            try:
+                self._write(step, tensors, metadata, optim, rng, state)
+            except BaseException as e:  # re-raised in the loop's thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="loom-checkpoint", daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Blocks until the save in progress is on disk; raises its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _write(self, step, tensors, metadata, optim, rng, state) -> Path:
+        try:
+            path = _write_checkpoint(self.ckpt_root, step, tensors, metadata, optim, rng, state, self.delay_s)
+        except (OSError, RuntimeError, SafetensorError) as e:  # safetensors and torch.save wrap I/O errors
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise CheckpointError(
+                f"could not write checkpoint step {step} under {self.ckpt_root}: {reason}; the previous "
+                "checkpoint is intact. Free space or fix permissions there, then run the same command to resume"
+            ) from None
+        prune_checkpoints(self.ckpt_root, self.keep_last, self.keep_every)
+        return path
+
+
 def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer, state: dict) -> Path:
-    ckpt_root = Path(ckpt_root)
+    """Saves one checkpoint now, in this thread, keeping every older one."""
+    tensors, metadata = _model_tensors(model, clone=False)
+    return _write_checkpoint(Path(ckpt_root), step, tensors, metadata, _cpu_copy(optimizer.state_dict(), False),
+                             rng_states(), state)
+
+
+def _write_checkpoint(ckpt_root: Path, step: int, tensors: dict, metadata: dict, optim: dict, rng: dict,
+                      state: dict, delay_s: float = 0.0) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / checkpoint_name(step)
     tmp = ckpt_root / f".tmp_{checkpoint_name(step)}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optim.pt")
-    torch.save(rng_states(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True))
-    lines = []
-    for name in FILES:
-        fsync_file(tmp / name)
-        lines.append(f"{sha256_file(tmp / name)}  {name}\n")
-    (tmp / "MANIFEST").write_text("".join(lines))
-    fsync_file(tmp / "MANIFEST")
-    fsync_dir(tmp)
-    if final.exists():  # a stale copy of the same step (e.g. from before a rollback)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_dir(ckpt_root)
-    atomic_write_text(ckpt_root / LATEST, final.name + "\n")
+    try:
+        tmp.mkdir()
+        writers = {
+            "model.safetensors": lambda p: save_file(tensors, str(p), metadata=metadata or None),
+            "optim.pt": lambda p: torch.save(optim, p),
+            "rng.pt": lambda p: torch.save(rng, p),
+            "state.json": lambda p: p.write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True)),
+        }
+        lines = []
+        for name in FILES:
+            writers[name](tmp / name)
+            fsync_file(tmp / name)
+            lines.append(f"{sha256_file(tmp / name)}  {name}\n")
+            if delay_s:
+                time.sleep(delay_s)
+        (tmp / "MANIFEST").write_text("".join(lines))
+        fsync_file(tmp / "MANIFEST")
+        fsync_dir(tmp)
+        if final.exists():  # a stale copy of the same step (e.g. from before a rollback)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(ckpt_root)
+        atomic_write_text(ckpt_root / LATEST, final.name + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
+
+
+def prune_checkpoints(ckpt_root: Path, keep_last: int, keep_every: int = 0) -> list[str]:
+    """Deletes checkpoints outside the retention policy (see `CheckpointWriter`); returns their names."""
+    steps = sorted(p for p in Path(ckpt_root).glob("step_*") if p.is_dir())
+    latest = Path(ckpt_root) / LATEST
+    named = latest.read_text().strip() if latest.is_file() else None
+    keep = {p.name for p in steps[-keep_last:]} | {named}
+    if keep_every > 0:
+        keep |= {p.name for p in steps if int(p.name.split("_")[1]) % keep_every == 0}
+    removed = []
+    for path in steps:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
 
 
 def verify_checkpoint(path: Path) -> str | None:

@@ -56,6 +56,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def all_gather_floats(value: float, device: torch.device) -> list[float]:
+    """Every process's `value`, in rank order ([value] when running alone)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [value]
+    out = [torch.zeros((), device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, torch.tensor(value, device=device, dtype=torch.float32))
+    return [x.item() for x in out]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
