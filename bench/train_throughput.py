@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 from loom.config import load_config
 from loom.model import GPT, ModelConfig
+from loom.train.cost import device_name, matmul_peak
 from loom.train.trainer import autocast_context, make_optimizer
 
 SEED = 1337
@@ -112,47 +112,6 @@ class RefGPT(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------------
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def matmul_peak(device: torch.device) -> float:
-    """Best achievable matrix-product rate in FLOP/s: fp32 2048^2 on the CPU (best of 5),
-    bf16 8192^2 on CUDA (median of 20, CUDA events)."""
-    if device.type == "cuda":
-        n, dtype = 8192, torch.bfloat16
-    else:
-        n, dtype = 2048, torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    flops = 2 * n**3
-    if device.type == "cuda":
-        for _ in range(3):
-            a @ b
-        times = []
-        for _ in range(20):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            a @ b
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return flops / statistics.median(times)
-    a @ b  # warm-up
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return flops / min(times)
 
 
 def interleaved_times(step_fns: dict[str, Callable[[], object]], steps: int, rounds: int, sync) -> dict[str, float]:

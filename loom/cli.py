@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 
-from loom.errors import LoomError
+from loom.errors import ConfigError, LoomError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -60,6 +60,55 @@ def cmd_tokenizer_train(args) -> None:
     from loom.data import train_corpus_tokenizer
 
     print(train_corpus_tokenizer(_load(args)).path)
+
+
+def cmd_doctor(args) -> int:
+    from loom import doctor
+
+    checks = doctor.run_checks(args.config, args.overrides, quick=args.quick)
+    rank = int(os.environ.get("RANK", "0"))
+    failed = any(c.status == "fail" for c in checks)
+    if rank == 0:
+        print(doctor.to_json(checks) if args.json else doctor.render(checks))
+    elif failed:
+        print(f"rank {rank}:\n{doctor.render([c for c in checks if c.status == 'fail'])}", file=sys.stderr)
+    from loom.train.distributed import shutdown
+
+    shutdown()
+    return 1 if failed else 0
+
+
+def cmd_plan(args) -> int:
+    from loom.config import load_config
+    from loom.train import plan
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        device = plan.device_facts(args.device)
+    except ValueError as e:
+        raise ConfigError(f"--device: {e}") from None
+    if args.peak_tflops:
+        device["peak_tflops"] = args.peak_tflops
+    if args.price is not None:
+        device["price_per_hour"] = args.price
+    if args.memory_gb:
+        device["memory_gb"] = args.memory_gb
+    budgets = [b for b in (args.budget, args.device_hours, args.flops, args.tokens) if b]
+    if len(budgets) != 1:
+        raise ConfigError("give exactly one of --budget MONEY, --device-hours H, --flops F (what a budget buys) "
+                          "or --tokens T (what the config's model needs)")
+    if args.tokens:
+        result = plan.estimate(cfg, args.tokens, device, args.devices, args.mfu)
+    else:
+        result = plan.propose(cfg, device, args.devices, args.mfu, money=args.budget or 0.0,
+                              device_hours=args.device_hours or 0.0, flops=args.flops or 0.0)
+    print(plan.render(result, cfg.cost.currency))
+    if args.out:
+        from loom.util import atomic_write_text
+
+        atomic_write_text(args.out, result["config"].to_toml())
+        print(f"config written to {args.out}")
+    return 0 if result["fits"] else 2
 
 
 def cmd_train(args) -> None:
@@ -135,6 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse to continue an existing run")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("doctor", help="preflight checks of the machine, data and config (pass/warn/fail)",
+                       description="Checks Python, torch, CUDA, each device, matrix-product throughput, GPU errors, "
+                                   "collectives (under torchrun), the run directory, the data shards and the "
+                                   "loader. Exits non-zero when a check fails; each problem comes with a fix.")
+    _config_args(p)
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--quick", action="store_true", help="skip reading every shard for its checksum")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("plan", help="size a run from a budget, or cost a config: time, memory, money",
+                       description="With --budget, --device-hours or --flops: the compute-optimal (Chinchilla, 20 "
+                                   "tokens per parameter) model and tokens that budget buys, as a config. With "
+                                   "--tokens: what training the config's model on that many tokens takes. Exits 2 "
+                                   "when the plan does not fit in the devices' memory.")
+    _config_args(p)
+    p.add_argument("--budget", type=float, help="money to spend, in cost.currency")
+    p.add_argument("--device-hours", type=float, help="device-hours to spend")
+    p.add_argument("--flops", type=float, help="training FLOPs to spend")
+    p.add_argument("--tokens", type=float, help="tokens to train the config's model on")
+    p.add_argument("--device", default="h100", help="device name, e.g. h100, h200, a100, l4 (default: h100)")
+    p.add_argument("--devices", type=int, default=1, help="number of devices (default 1)")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization to assume (default 0.4)")
+    p.add_argument("--peak-tflops", type=float, help="override the device's bf16 peak")
+    p.add_argument("--price", type=float, help="override the price per device-hour")
+    p.add_argument("--memory-gb", type=float, help="override the memory per device")
+    p.add_argument("--out", help="write the planned config to this TOML file")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
     p.add_argument("--prompt", default="def")
@@ -154,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except LoomError as e:
         if debug:
             traceback.print_exc()
@@ -163,13 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nloom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`loom ... | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if debug:
             raise
         print(f"loom: internal error: {type(e).__name__}: {e}\n(run again with --debug for the traceback, "
               "and please report it)", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

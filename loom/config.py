@@ -319,10 +319,14 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         "train.log_every": cfg.train.log_every,
         "train.ckpt_every": cfg.train.ckpt_every,
         "sample.max_new_tokens": cfg.sample.max_new_tokens,
+        "train.keep_last": cfg.train.keep_last,
+        "health.spike_window": cfg.health.spike_window,
+        "health.spike_patience": cfg.health.spike_patience,
+        "health.watchdog_min_s": cfg.health.watchdog_min_s,
+        "health.watchdog_first_s": cfg.health.watchdog_first_s,
+        "health.straggler_every": cfg.health.straggler_every,
+        "health.straggler_ratio": cfg.health.straggler_ratio,
     }
-    for key, value in positive.items():
-        if value <= 0:
-            fail(f"{key} must be positive, not {value}")
     non_negative = {
         "data.workers": cfg.data.workers,
         "train.batch_tokens": cfg.train.batch_tokens,
@@ -345,15 +349,6 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         "faults.stall_seconds": cfg.faults.stall_seconds,
         "faults.checkpoint_delay_s": cfg.faults.checkpoint_delay_s,
     }
-    positive.update({
-        "train.keep_last": cfg.train.keep_last,
-        "health.spike_window": cfg.health.spike_window,
-        "health.spike_patience": cfg.health.spike_patience,
-        "health.watchdog_min_s": cfg.health.watchdog_min_s,
-        "health.watchdog_first_s": cfg.health.watchdog_first_s,
-        "health.straggler_every": cfg.health.straggler_every,
-        "health.straggler_ratio": cfg.health.straggler_ratio,
-    })
     for key, value in positive.items():
         if value <= 0:
             fail(f"{key} must be positive, not {value}")

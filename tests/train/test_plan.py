@@ -1,0 +1,98 @@
+"""`loom plan`: the memory estimate against measured peaks, the Chinchilla sizing, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from loom.config import load_config
+from loom.model import GPT
+from loom.model.gpt import ModelConfig
+from loom.train import plan
+
+# Peak resident memory of two real training steps (forward, backward, AdamW) in a fresh process,
+# minus what the process held before the model existed.
+MEASURE = r"""
+import json, resource, sys, torch
+from loom.model import GPT
+from loom.model.gpt import ModelConfig
+L, d, V, B, T = map(int, sys.argv[1:6])
+cfg = ModelConfig(n_layer=L, d_model=d, n_head=d // 64, n_kv_head=d // 64, vocab_size=V, max_seq_len=T)
+x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+model = GPT(cfg)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for _ in range(2):
+    model(x, y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(2, 128, 4096, 32, 128), (4, 256, 8192, 8, 256), (8, 512, 8192, 8, 256)])
+def test_memory_estimate_within_a_quarter_of_the_measured_peak(shape):
+    n_layer, d_model, vocab, batch, seq = shape
+    out = subprocess.run([sys.executable, "-c", MEASURE, *map(str, shape)], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"}, check=True)
+    measured = json.loads(out.stdout)["peak"]
+    cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_head=d_model // 64, n_kv_head=d_model // 64,
+                      vocab_size=vocab, max_seq_len=seq)
+    estimated = plan.memory_estimate(cfg, batch, seq, bytes_per_activation=4.0).total
+    assert abs(estimated - measured) / measured <= 0.25, f"estimated {estimated / 1e6:.0f} MB, measured " \
+                                                         f"{measured / 1e6:.0f} MB"
+
+
+def test_param_and_flop_counts_match_the_model():
+    for cfg in (ModelConfig(n_layer=3, d_model=192, n_head=3, n_kv_head=1, vocab_size=1000, tie_embeddings=False),
+                ModelConfig(n_layer=2, d_model=128, n_head=4, n_kv_head=4, vocab_size=512)):
+        model = GPT(cfg)
+        assert plan.param_count(cfg) == model.num_params()
+        assert plan.flops_per_token(cfg, 64) == model.flops_per_token(64)
+
+
+def test_sharding_divides_the_static_memory_and_checkpointing_the_activations():
+    cfg = ModelConfig(n_layer=8, d_model=512, n_head=8, n_kv_head=8, vocab_size=8192)
+    one = plan.memory_estimate(cfg, 8, 256)
+    eight = plan.memory_estimate(cfg, 8, 256, devices=8, sharded=True)
+    assert eight.weights == pytest.approx(one.weights / 8) and eight.optimizer == pytest.approx(one.optimizer / 8)
+    assert eight.activations == one.activations
+    assert one.activations_checkpointed < one.activations / 2
+
+
+def test_compute_optimal_follows_chinchilla():
+    n, d = plan.compute_optimal(5.76e23)  # Chinchilla's own budget: 70B parameters, 1.4T tokens
+    assert n == pytest.approx(70e9, rel=0.05) and d == pytest.approx(1.4e12, rel=0.05)
+    assert plan.chinchilla_loss(70e9, 1.4e12) == pytest.approx(1.94, abs=0.03)
+
+
+def test_a_budget_becomes_a_config_that_spends_it():
+    base = load_config(None)
+    device = plan.device_facts("H100")
+    result = plan.propose(base, device, devices=8, mfu=0.4, money=1000)
+    assert result["device_hours"] == pytest.approx(400, rel=1e-6)
+    assert result["money"] == pytest.approx(1000, rel=0.01)
+    assert result["parameters"] == pytest.approx(result["optimal_params"], rel=0.15)
+    cfg = result["config"]
+    assert cfg.train.batch_tokens % (cfg.train.micro_batch * cfg.train.seq_len * 8) == 0
+    assert result["fits"]
+
+
+def test_cli_plans_writes_a_loadable_config_and_warns_when_it_cannot_fit(tmp_path):
+    out = tmp_path / "planned.toml"
+    result = subprocess.run([sys.executable, "-m", "loom", "plan", "--budget", "50", "--device", "a100",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "compute-optimal size" in result.stdout and "fits" in result.stdout
+    planned = load_config(out)
+    assert plan.param_count(planned.model) > 1e6
+    big = subprocess.run([sys.executable, "-m", "loom", "plan", "--config", "gpt2-124m", "--tokens", "1e9",
+                          "--device", "l4", "--set", "train.micro_batch=512"], capture_output=True, text=True,
+                         timeout=120)
+    assert big.returncode == 2 and "WARNING: no layout fits" in big.stdout
+    bad = subprocess.run([sys.executable, "-m", "loom", "plan", "--budget", "5", "--device", "tpu9"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "unknown device 'tpu9'" in bad.stderr
