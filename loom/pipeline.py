@@ -46,14 +46,17 @@ def quickstart(cfg: LoomConfig, out=sys.stdout) -> dict:
     started = time.time()
     build_dataset(cfg)
     summary = train(cfg)
-    if summary["interrupted"]:
-        print(f"interrupted at step {summary['steps']}; `loom quickstart` again continues from there", file=out)
+    if summary["interrupted"] or summary["stopped_because"]:
+        why = "interrupted" if summary["interrupted"] else f"stopped ({summary['stopped_because']})"
+        print(f"{why} at step {summary['steps']}; `loom quickstart` again continues from there", file=out)
         return summary
     print(f"\n--- sample from {summary['run_dir']} (prompt {cfg.sample.prompt!r}) ---", file=out)
     print(cfg.sample.prompt, end="", file=out, flush=True)
     for piece in sample_from_run(summary["run_dir"], cfg.sample.prompt, cfg.sample, seed=cfg.run.seed):
         print(piece, end="", file=out, flush=True)
     first, last = summary["first_val_loss"], summary["final_val_loss"]
+    cost = summary["cost"]
     print(f"\n---\nvalidation loss {first:.3f} -> {last:.3f} ({100 * (1 - last / first):.0f}% lower) "
-          f"in {time.time() - started:.0f}s; the run is in {summary['run_dir']}", file=out)
+          f"in {time.time() - started:.0f}s at {cost['mfu']:.0%} MFU, {cost['cost']:.3f} {cost['currency']} "
+          f"(assumed price); report in {summary['run_dir']}/report.md", file=out)
     return summary
