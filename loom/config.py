@@ -352,6 +352,15 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
     for key, value in positive.items():
         if value <= 0:
             fail(f"{key} must be positive, not {value}")
+    moe = cfg.model.moe
+    if moe.n_experts < 0 or (moe.enabled and not 1 <= moe.top_k <= moe.n_experts):
+        fail(f"model.moe: top_k ({moe.top_k}) must be between 1 and n_experts ({moe.n_experts})")
+    if moe.every < 1 or moe.shared_experts < 0 or moe.expert_hidden < 0 or moe.capacity_factor < 0:
+        fail("model.moe: every must be 1 or more; shared_experts, expert_hidden and capacity_factor zero or more")
+    if moe.router not in ("softmax", "sigmoid"):
+        fail(f"model.moe.router {moe.router!r} is not known; use softmax or sigmoid")
+    if min(moe.aux_loss_coef, moe.z_loss_coef, moe.bias_update_rate) < 0:
+        fail("model.moe: aux_loss_coef, z_loss_coef and bias_update_rate must be zero or more")
     for key in ("loss_spike_action", "grad_spike_action"):
         if getattr(cfg.health, key) not in ("log", "skip", "rollback"):
             fail(f"health.{key} {getattr(cfg.health, key)!r} is not known; use log, skip or rollback")

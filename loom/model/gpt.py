@@ -9,6 +9,8 @@ Architecture (each choice with its source):
     kernel (flash / memory-efficient / CPU flash) for the device;
   - SwiGLU feed-forward (Shazeer 2020), hidden width `mlp_ratio * d_model` rounded up to a
     multiple of 64; the default ratio 8/3 keeps the parameter count of a 4x GELU MLP;
+  - optionally, sparse Mixture-of-Experts feed-forward blocks in every layer or every n-th
+    (`model.moe`, `loom.model.moe`);
   - no biases anywhere; optional output head tied to the token embedding (Press & Wolf 2017);
   - init N(0, 0.02), with the two projections that write into the residual stream scaled by
     1/sqrt(2 * n_layer) (GPT-2, Radford et al. 2019).
@@ -21,11 +23,13 @@ and compilation are applied from outside (DDP, `torch.compile`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from loom.model.moe import MoE, MoEConfig
 
 
 @dataclass
@@ -40,6 +44,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    moe: MoEConfig = field(default_factory=MoEConfig)  # [model.moe]: sparse experts (loom.model.moe)
 
     @property
     def head_dim(self) -> int:
@@ -146,14 +151,18 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, d_model: int, hidden: int):
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.d_model, 2 * cfg.mlp_hidden, bias=False)
-        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.d_model, bias=False)
+        self.gate_up_proj = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
+
+
+def is_moe_layer(cfg: ModelConfig, layer_index: int) -> bool:
+    return cfg.moe.enabled and (layer_index + 1) % cfg.moe.every == 0
 
 
 class Block(nn.Module):
@@ -162,7 +171,10 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg, layer_index)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        if is_moe_layer(cfg, layer_index):
+            self.mlp = MoE(cfg.d_model, cfg.mlp_hidden, cfg.moe)
+        else:
+            self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin, cache)
@@ -200,7 +212,7 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(p)
-            elif name.endswith(("out_proj.weight", "down_proj.weight")):
+            elif name.endswith(("out_proj.weight", "down_proj.weight", "down_proj")):  # "down_proj": experts
                 nn.init.normal_(p, mean=0.0, std=residual_std)
             else:
                 nn.init.normal_(p, mean=0.0, std=0.02)
@@ -239,17 +251,37 @@ class GPT(nn.Module):
         """Unique trainable parameters (a tied head counts once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def num_matmul_params(self) -> int:
-        """Parameters used in matrix products: all but an untied embedding table, which is
-        only looked up. A tied table is used by the output head, so it counts."""
+    def num_active_params(self) -> int:
+        """Parameters one token uses: all but the routed experts it does not go to."""
         n = self.num_params()
+        for layer in self.moe_layers():
+            per_expert = (layer.gate_up_proj.numel() + layer.down_proj.numel()) // layer.n_experts
+            n -= (layer.n_experts - layer.top_k) * per_expert
+        return n
+
+    def num_matmul_params(self) -> int:
+        """Active parameters used in matrix products: all but an untied embedding table, which
+        is only looked up. A tied table is used by the output head, so it counts."""
+        n = self.num_active_params()
         if not self.cfg.tie_embeddings:
             n -= self.tok_emb.weight.numel()
         return n
 
+    # --- mixture of experts -------------------------------------------------------------------
+
+    def moe_layers(self) -> list[MoE]:
+        return [b.mlp for b in self.blocks if isinstance(b.mlp, MoE)]
+
+    def aux_loss(self) -> torch.Tensor:
+        """The MoE layers' auxiliary losses from the last forward pass (zero for a dense model),
+        already weighted by their coefficients: add it to the loss to train with it."""
+        losses = [layer.aux_loss for layer in self.moe_layers()]
+        return torch.stack(losses).sum() if losses else torch.zeros((), device=self.tok_emb.weight.device)
+
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token: 6N for the forward and backward matrix products over the
-        weights, plus 12 * L * d * T for attention scores and their weighted sum (the
-        PaLM appendix B estimate, Chowdhery et al. 2022), with T the training sequence length."""
+        active weights (a token's chosen experts only), plus 12 * L * d * T for attention
+        scores and their weighted sum (the PaLM appendix B estimate, Chowdhery et al. 2022),
+        with T the training sequence length."""
         c = self.cfg
         return 6 * self.num_matmul_params() + 12 * c.n_layer * c.d_model * seq_len

@@ -56,6 +56,14 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over all processes (the tensor itself when running alone)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
 def all_gather_floats(value: float, device: torch.device) -> list[float]:
     """Every process's `value`, in rank order ([value] when running alone)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):

@@ -73,19 +73,31 @@ class Memory:
         return self.weights + self.gradients + self.optimizer + self.activations_checkpointed
 
 
-def param_count(model_cfg) -> int:
-    """Parameters of the model `model_cfg` describes, counted without allocating it."""
-    c = model_cfg
+def param_count(model_cfg, active: bool = False) -> int:
+    """Parameters of the model `model_cfg` describes, counted without allocating it; with
+    `active`, only those one token uses (its chosen experts, in an MoE model)."""
+    from loom.model.gpt import is_moe_layer
+    from loom.model.moe import expert_width
+
+    c, moe = model_cfg, model_cfg.moe
     d, f, kv = c.d_model, c.mlp_hidden, c.n_kv_head * c.head_dim
-    per_layer = d * d + 2 * d * kv + d * d + 3 * d * f + 2 * d  # q, k and v, out; w1, w3, w2; two norms
+    total = 0
+    for layer in range(c.n_layer):
+        total += d * d + 2 * d * kv + d * d + 2 * d  # q, k and v, out; two norms
+        if is_moe_layer(c, layer):
+            h = expert_width(moe, f)
+            experts = moe.top_k if active else moe.n_experts
+            total += d * moe.n_experts + (experts + moe.shared_experts) * 3 * d * h  # router, experts
+        else:
+            total += 3 * d * f  # w1, w3, w2
     embeddings = c.vocab_size * d * (1 if c.tie_embeddings else 2)
-    return c.n_layer * per_layer + embeddings + d  # + the final norm
+    return total + embeddings + d  # + the final norm
 
 
 def flops_per_token(model_cfg, seq_len: int) -> float:
-    """Training FLOPs per token, as `GPT.flops_per_token` counts them."""
+    """Training FLOPs per token, as `GPT.flops_per_token` counts them (active parameters)."""
     c = model_cfg
-    matmul = param_count(c) - (0 if c.tie_embeddings else c.vocab_size * c.d_model)
+    matmul = param_count(c, active=True) - (0 if c.tie_embeddings else c.vocab_size * c.d_model)
     return 6 * matmul + 12 * c.n_layer * c.d_model * seq_len
 
 

@@ -36,6 +36,7 @@ from loom.config import LoomConfig
 from loom.data import ShardLoader, read_manifest, shard_dir, tokenizer_path
 from loom.errors import ConfigError, DataError, TrainingError
 from loom.model import GPT
+from loom.model.moe import update_balance_bias
 from loom.train import distributed
 from loom.train.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
 from loom.train.cost import CostMeter, budget_exceeded
@@ -234,6 +235,33 @@ class Guards:
         return "rollback" if "rollback" in actions else "skip" if "skip" in actions else "step"
 
 
+def moe_step(model: GPT, cfg, stepped: bool, report: bool) -> dict:
+    """After an optimizer step of an MoE model: the loads of the step summed over micro-batches and
+    ranks, the auxiliary-loss-free bias update when configured, and (when `report`) the routing
+    metrics; `{}` for a dense model. Every rank calls it at every step (it may all-reduce)."""
+    layers = model.moe_layers()
+    if not layers:
+        return {}
+    rate = cfg.model.moe.bias_update_rate
+    record = {}
+    if (rate > 0 and stepped) or report:
+        counts = distributed.all_reduce_sum(torch.stack([layer.load_counts for layer in layers]))  # (L, E)
+        if rate > 0 and stepped:
+            for layer, layer_counts in zip(layers, counts):
+                update_balance_bias(layer, layer_counts, rate)
+        if report:
+            load = counts / counts.sum(-1, keepdim=True).clamp_min(1)
+            record["moe"] = [
+                {"load": [round(x, 4) for x in row.tolist()], "imbalance": round(float(row.max() / row.mean()), 3),
+                 "entropy": round(float(layer.stats["entropy"]), 4), "dropped": round(float(layer.stats["dropped"]), 5),
+                 "aux_loss": round(float(layer.stats["aux_loss"]), 5)}
+                for layer, row in zip(layers, load)
+            ]
+    for layer in layers:
+        layer.load_counts.zero_()
+    return record
+
+
 def _hang_reporter(run_dir: Path, rank: int, log: RunLog):
     def report(waited: float, stacks: dict) -> None:
         record = {"time": time.time(), "event": "hang", "rank": rank, "waited_s": round(waited, 1), "stacks": stacks}
@@ -342,6 +370,8 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
             raise TrainingError(f"training stopped at step {counters['step']}: {reason}, and {why}. "
                                 f"See {run_dir / 'events.jsonl'}; check the data and lower train.lr before resuming")
         from_step = counters["step"]
+        for layer in model.moe_layers():
+            layer.load_counts.zero_()
         restore(path)
         log.truncate_after(counters["step"])  # the steps rolled back are redone; events keep the story
         guards.skip_windows |= set(bad_windows)
@@ -390,7 +420,7 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
                     loss = train_model(x, y)
                     if micro == 0:
                         loss = faults.poison_loss(step + 1, loss)
-                    (loss / accum).backward()
+                    ((loss + model.aux_loss()) / accum).backward()  # MoE balancing losses (zero if dense)
                 loss_sum += loss.detach().float()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf"))
             over_budget = budget_exceeded(cfg, meter)
@@ -412,6 +442,7 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
             else:
                 guards.counts["skipped_steps"] += 1
             optimizer.zero_grad(set_to_none=True)
+            moe_record = moe_step(model, cfg, action == "step", (step + 1) % t.log_every == 0 or step + 1 == t.steps)
             step = counters["step"] = step + 1
             counters["tokens_seen"] += batch_tokens
             step_seconds = time.perf_counter() - step_start
@@ -437,7 +468,7 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
                 cost = meter.snapshot(tokens_per_s)
                 log.metric({"step": step, "loss": train_loss, "lr": lr, "grad_norm": grad_norm_value,
                             "tokens_per_s": round(tokens_per_s, 1), "tokens": counters["tokens_seen"],
-                            "elapsed_s": round(counters["train_seconds"], 3), **cost})
+                            "elapsed_s": round(counters["train_seconds"], 3), **cost, **moe_record})
                 log.say(f"step {step:>6}/{t.steps}  loss {train_loss:.4f}  lr {lr:.2e}  "
                         f"{tokens_per_s:,.0f} tok/s  MFU {cost['mfu']:.1%}  {cost['cost']:.2f} {meter.currency}  "
                         f"{counters['train_seconds']:.0f}s", transient=True)
