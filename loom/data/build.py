@@ -116,7 +116,19 @@ def _clean_settings(cfg) -> dict:
         "val_fraction": cfg.data.val_fraction,
         "python": platform.python_version(),
         "stdlib": stdlib_root(),
+        "code": _cleaning_code_digest(),
     }
+
+
+def _cleaning_code_digest() -> str:
+    """A digest of the modules that decide what a clean document is, so that a loom whose rules
+    changed rebuilds the clean corpus instead of reusing one made under the old rules."""
+    from loom.data import dedup, normalize, pii, quality, sources, stdlib_corpus
+
+    h = hashlib.sha256()
+    for module in (dedup, normalize, pii, quality, sources, stdlib_corpus, sys.modules[__name__]):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
 
 
 def plan_tasks(cfg) -> dict:

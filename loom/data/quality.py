@@ -35,7 +35,11 @@ PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher A.1.1
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "-", "*")
 ELLIPSES = ("...", "…")
-LINE_END_PUNCTUATION = (".", "!", "?", '"', "'")  # FineWeb's "terminal punctuation"
+# FineWeb's "lines ending with punctuation" are lines ending in a sentence terminator: the full stop,
+# exclamation and question marks, their full-width and ideographic forms, the double marks and the
+# interrobang, the Arabic question mark and the Devanagari danda. Closing quotes are not
+# terminators (unlike C4's line rule, which loom does not apply).
+LINE_END_PUNCTUATION = (".", "!", "?", "。", "．", "｡", "！", "？", "‼", "⁇", "⁈", "⁉", "‽", "؟", "।", "॥")
 C4_POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                      "use cookies")
 
@@ -109,8 +113,18 @@ class TextView:
         return self.text.split("\n")
 
     @cached_property
+    def content_lines(self) -> list[str]:
+        """The lines holding more than whitespace (at least one, possibly empty, so ratios are defined)."""
+        return [line for line in self.lines if line.strip()] or [""]
+
+    @cached_property
     def words(self) -> list[str]:
         return WORD.findall(self.text)
+
+    @cached_property
+    def word_spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each of `words` in the text."""
+        return [m.span() for m in WORD.finditer(self.text)]
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -162,7 +176,7 @@ def gopher_symbols(v: TextView, c: TextQualityConfig) -> str | None:
 
 
 def gopher_lines(v: TextView, c: TextQualityConfig) -> str | None:
-    lines = [line for line in v.lines if line.strip()] or [""]
+    lines = v.content_lines
     if sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines) > c.max_bullet_lines:
         return "gopher.bullet_lines"
     if sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines) > c.max_ellipsis_lines:
@@ -178,11 +192,14 @@ def gopher_alpha_words(v: TextView, c: TextQualityConfig) -> str | None:
 
 
 def gopher_stop_words(v: TextView, c: TextQualityConfig) -> str | None:
-    found = 0
+    """Gopher keeps documents that contain "at least two of the following English words" (A.1.1):
+    distinct stop words, in any case, so "the ... the" alone is not enough."""
+    found: set[str] = set()
     for w in v.words:
-        if w.lower() in STOP_WORDS:
-            found += 1
-            if found >= c.min_stop_words:
+        low = w.lower()
+        if low in STOP_WORDS:
+            found.add(low)
+            if len(found) >= c.min_stop_words:
                 return None
     return "gopher.few_stop_words"
 
@@ -196,7 +213,7 @@ def gopher_repeated_lines(v: TextView, c: TextQualityConfig) -> str | None:
         return "gopher_repetition.paragraph_chars"
     # Blank lines are layout, not content: counting them as repeats would drop every text whose
     # paragraphs are separated by empty lines.
-    lines = [line for line in v.lines if line.strip()] or [""]
+    lines = v.content_lines
     count, chars = duplicates(lines)
     if count / len(lines) > c.max_dup_lines:
         return "gopher_repetition.lines"
@@ -206,29 +223,32 @@ def gopher_repeated_lines(v: TextView, c: TextQualityConfig) -> str | None:
 
 
 def gopher_repeated_ngrams(v: TextView, c: TextQualityConfig) -> str | None:
-    """Top n-grams (n = 2..4): characters of the most frequent n-gram times its count, over all
-    word characters. Duplicated n-grams (n = 5..10): characters of words covered by any n-gram
-    that occurred before, each word counted once, over all word characters."""
-    words, total = v.words, max(1, v.word_chars)
-    lengths = [len(w) for w in words]
+    """Gopher's n-gram repetition (Rae et al. 2021, A.1.1), as fractions of the document's
+    characters, like the line and paragraph rules. Top n-grams (n = 2..4): the characters of the
+    most frequent n-gram (its words and the single spaces between them) times its count.
+    Duplicated n-grams (n = 5..10): the characters spanned by every n-gram that occurred before,
+    from its first word's start to its last word's end, "taking care not to count characters
+    that occur in overlapping n-grams more than once"."""
+    words, total = v.words, max(1, len(v.text))
     for n, limit in enumerate(c.max_top_ngram_chars, start=2):
         if len(words) < n:
             break
         counts = Counter(zip(*(words[i:] for i in range(n))))
         gram, times = counts.most_common(1)[0]
-        if times > 1 and times * sum(len(w) for w in gram) / total > limit:
+        if times > 1 and times * (sum(len(w) for w in gram) + n - 1) / total > limit:
             return f"gopher_repetition.top_{n}gram"
     for n, limit in enumerate(c.max_dup_ngram_chars, start=5):
         if len(words) < n:
             break
         seen: set[tuple[str, ...]] = set()
-        covered_until = 0  # words before this index are already counted
+        covered_until = 0  # characters before this offset are already counted
         dup_chars = 0
         for i, gram in enumerate(zip(*(words[i:] for i in range(n)))):
             if gram in seen:
-                start = max(i, covered_until)
-                dup_chars += sum(lengths[start : i + n])
-                covered_until = i + n
+                spans = v.word_spans
+                end = spans[i + n - 1][1]
+                dup_chars += end - max(spans[i][0], covered_until)
+                covered_until = end
             else:
                 seen.add(gram)
         if dup_chars / total > limit:
@@ -258,11 +278,13 @@ def c4_remove_notice_lines(text: str, c: TextQualityConfig) -> tuple[str, int]:
 
 
 def fineweb_lines(v: TextView, c: TextQualityConfig) -> str | None:
-    lines = v.lines
+    """FineWeb's three line rules (Penedo et al. 2024, 3.5). They were set on text extracted by
+    trafilatura, one paragraph per line with no blank lines in between, so blank lines are layout
+    here and not counted as lines (as in the Gopher line rules)."""
+    lines = v.content_lines
     if sum(line.rstrip().endswith(LINE_END_PUNCTUATION) for line in lines) / len(lines) <= c.min_punctuated_lines:
         return "fineweb.few_punctuated_lines"
-    non_empty = [line for line in lines if line.strip()]
-    _, dup_chars = duplicates(non_empty)
+    _, dup_chars = duplicates(lines)
     if dup_chars / max(1, len(v.text) - v.text.count("\n")) >= c.max_fineweb_dup_line_chars:
         return "fineweb.duplicated_line_chars"
     if sum(len(line) <= c.short_line_length for line in lines) / len(lines) >= c.max_short_lines:

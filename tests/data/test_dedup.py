@@ -76,6 +76,30 @@ def test_candidates_mask_and_verification():
     assert near_duplicates(sigs, strict).tolist() == [-1, 0, -1]
 
 
+def spans(*ranges):
+    """Documents of distinct one-word shingles w<i>, one per (start, end) range: with
+    shingle_size=1 their Jaccard similarity is exact (shared / union)."""
+    return [" ".join(f"w{i}" for i in range(start, end)) for start, end in ranges]
+
+
+def test_verified_clusters_check_each_document_against_the_kept_one():
+    # a ~ b and b ~ c (J = 160 / 240 = 0.67), but a and c share only 120 / 280 = 0.43
+    docs = spans((0, 200), (40, 240), (80, 280))
+    cfg = DedupConfig(shingle_size=1, bands=20, rows=2, min_jaccard=0.55)
+    sigs = np.stack([signature(t, "text", cfg) for t in docs])
+    assert near_duplicates(sigs, cfg).tolist() == [-1, 0, -1]  # c is unlike a, the document kept for b
+    chained = DedupConfig(shingle_size=1, bands=20, rows=2)  # no check: collisions chain
+    assert near_duplicates(sigs, chained).tolist() == [-1, 0, 0]
+
+
+def test_verified_clusters_join_the_most_similar_kept_document():
+    # the third document is like the first (J = 0.33) and more like the second (0.6)
+    docs = spans((0, 200), (150, 350), (100, 300))
+    cfg = DedupConfig(shingle_size=1, bands=20, rows=2, min_jaccard=0.3)
+    sigs = np.stack([signature(t, "text", cfg) for t in docs])
+    assert near_duplicates(sigs, cfg).tolist() == [-1, -1, 1]
+
+
 @pytest.mark.parametrize("jaccard", [0.5, 0.75, 0.9])
 def test_detection_rate_follows_the_lsh_curve(jaccard):
     """With one-word shingles over distinct words the true Jaccard is exact; the share of pairs

@@ -81,6 +81,8 @@ def test_alphabetic_word_share():
 def test_stop_words():
     assert q.gopher_stop_words(view("The cat and dog"), CFG) is None
     assert q.gopher_stop_words(view("a cat sat on the mat"), CFG) == "gopher.few_stop_words"
+    # "at least two of" the words: one of them, however often, is not enough
+    assert q.gopher_stop_words(view("the cat on the mat by the door"), CFG) == "gopher.few_stop_words"
 
 
 def only(**limits):
@@ -118,23 +120,28 @@ def test_duplicate_paragraphs():
 
 def test_top_ngram_share():
     filler = words(40)
-    # "abcd efgh" twice: 2 * 8 chars over 40 * 5 + 16 = 216 chars -> 0.074
+    # "abcd efgh" (9 characters) twice, in 40 * 5 + 2 * 8 letters and 43 spaces: 18 / 259 = 0.0695
     text = " ".join(filler[:20] + ["abcd", "efgh"] + filler[20:] + ["abcd", "efgh"])
-    assert q.gopher_repeated_ngrams(view(text), only(max_top_ngram_chars=[0.08, 1, 1])) is None
-    assert q.gopher_repeated_ngrams(view(text), only(max_top_ngram_chars=[0.07, 1, 1])) == (
+    assert len(text) == 259
+    assert q.gopher_repeated_ngrams(view(text), only(max_top_ngram_chars=[0.07, 1, 1])) is None
+    assert q.gopher_repeated_ngrams(view(text), only(max_top_ngram_chars=[0.069, 1, 1])) == (
         "gopher_repetition.top_2gram")
 
 
-def test_duplicated_ngrams_count_each_word_once():
-    phrase = words(5, seed=9)
+def test_duplicated_ngrams_count_each_character_once():
+    phrase = words(6, seed=9)  # a repeated 6-word phrase holds two overlapping repeated 5-grams
     filler = words(30, seed=3)
-    text = " ".join(phrase + filler + phrase + phrase)  # two repeats of a 5-gram: 50 chars of 225
-    v = view(text)
-    assert v.word_chars == 225
+    text = " ".join(phrase + filler + phrase)  # 42 five-letter words and 41 spaces: 251 characters
+    assert len(text) == 251
+    # the repeat spans 6 words and 5 spaces, 35 characters (not 2 x 29): 35 / 251 = 0.139
     limits = [1.0] * 6
-    assert q.gopher_repeated_ngrams(v, only(max_dup_ngram_chars=[0.23] + limits[1:])) is None
-    assert q.gopher_repeated_ngrams(v, only(max_dup_ngram_chars=[0.22] + limits[1:])) == (
+    assert q.gopher_repeated_ngrams(view(text), only(max_dup_ngram_chars=[0.14] + limits[1:])) is None
+    assert q.gopher_repeated_ngrams(view(text), only(max_dup_ngram_chars=[0.13] + limits[1:])) == (
         "gopher_repetition.dup_5gram")
+    # punctuation and spacing inside a repeat count as its characters
+    spaced = " ".join(phrase) + ", " + " ".join(filler) + ". " + ",  ".join(phrase)
+    assert q.gopher_repeated_ngrams(view(spaced), only(max_dup_ngram_chars=[0.15] + limits[1:])) == (
+        "gopher_repetition.dup_5gram")  # 30 letters, 5 separators of 3 characters: 45 / 292 = 0.154
 
 
 def test_c4_lorem_ipsum_and_notice_lines():
@@ -159,6 +166,18 @@ def test_fineweb_punctuation_short_lines_and_duplicates():
     dup = punct + [punct[0]] * 4  # 4 repeated lines of ~48 chars over ~1650 chars: > 0.1
     assert q.fineweb_lines(view("\n".join(dup)), CFG) == "fineweb.duplicated_line_chars"
     assert q.fineweb_lines(view("\n".join(punct + [punct[0]])), CFG) is None
+
+
+def test_fineweb_lines_skip_blank_lines_and_closing_quotes():
+    # paragraphs of 8 lines, the last one punctuated: 1 / 8 = 0.125 of the lines, kept; counting
+    # the 19 blank lines between the 20 paragraphs would give 20 / 179 = 0.11 and drop it
+    vocab = words(140, seed=5)
+    text = "\n\n".join("\n".join([f"a long line of text {w} that goes on" for w in vocab[7 * i : 7 * i + 7]]
+                                  + [f"and it ends here {i}."]) for i in range(20))
+    assert q.fineweb_lines(view(text), CFG) is None
+    quoted = [f'this line {w} is long enough and ends in a "quote"' for w in words(100)]
+    assert q.fineweb_lines(view("\n".join(quoted)), CFG) == "fineweb.few_punctuated_lines"
+    assert q.fineweb_lines(view("\n".join(line + "?" for line in quoted)), CFG) is None
 
 
 def test_text_rejection_reports_first_failing_rule():

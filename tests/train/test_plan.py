@@ -13,22 +13,30 @@ from loom.model.gpt import ModelConfig
 from loom.train import plan
 
 # Peak resident memory of two real training steps (forward, backward, AdamW) in a fresh process,
-# minus what the process held before the model existed.
+# minus what the process held before the model existed (Linux: the peak is restarted there).
 MEASURE = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from loom.model import GPT
 from loom.model.gpt import ModelConfig
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
 L, d, V, B, T = map(int, sys.argv[1:6])
 cfg = ModelConfig(n_layer=L, d_model=d, n_head=d // 64, n_kv_head=d // 64, vocab_size=V, max_seq_len=T)
 x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/clear_refs", "w") as f:  # restart the peak (VmHWM) from here
+    f.write("5")
+before = status("VmRSS")
 model = GPT(cfg)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 for _ in range(2):
     model(x, y).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
+print(json.dumps({"peak": status("VmHWM") - before}))
 """
 
 
