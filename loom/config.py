@@ -24,7 +24,7 @@ import tomli_w
 from loom.data.dedup import DedupConfig
 from loom.data.execute import EXECUTORS, SlurmConfig
 from loom.data.quality import CodeQualityConfig, TextQualityConfig
-from loom.data.sources import SourceConfig
+from loom.data.sources import KINDS, SourceConfig
 from loom.errors import ConfigError
 from loom.model.gpt import ModelConfig
 from loom.tokenizer import MIN_VOCAB_SIZE
@@ -419,11 +419,10 @@ def _validate_data(cfg: LoomConfig, fail) -> None:
     for name in names:
         if names.count(name) > 1:
             fail(f"data.sources: the name {name!r} is used twice; give each source its own name")
-    kinds = ("stdlib", "text_dir", "code_repo", "jsonl", "parquet")
     for i, source in enumerate(cfg.data.sources):
         key = f"data.sources[{i}]"
-        if source.kind not in kinds:
-            fail(f"{key}.kind {source.kind!r} is not known; use one of {', '.join(kinds)}")
+        if source.kind not in KINDS:
+            fail(f"{key}.kind {source.kind!r} is not known; use one of {', '.join(KINDS)}")
         if source.kind != "stdlib" and not source.path:
             fail(f"{key}.path is required for a {source.kind} source")
         if source.domain and not (source.domain == "text" or re.fullmatch(r"code:[\w+#.-]+", source.domain)):

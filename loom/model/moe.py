@@ -154,9 +154,9 @@ class MoE(nn.Module):
     def _record(self, probs, logits, counts, dropped, n_tokens) -> None:
         assigned = counts.float()
         load = assigned / assigned.sum().clamp_min(1)
+        p = probs if self.cfg.router == "softmax" else probs / probs.sum(-1, keepdim=True)  # a distribution
         aux = torch.zeros((), device=probs.device)
         if self.cfg.aux_loss_coef > 0:
-            p = probs if self.cfg.router == "softmax" else probs / probs.sum(-1, keepdim=True)
             aux = aux + self.cfg.aux_loss_coef * load_balancing_loss(load, p.mean(0))
         if self.cfg.z_loss_coef > 0:
             aux = aux + self.cfg.z_loss_coef * router_z_loss(logits)
@@ -164,7 +164,6 @@ class MoE(nn.Module):
         if self.training:
             self.load_counts += counts.detach().float()
         with torch.no_grad():
-            p = probs if self.cfg.router == "softmax" else probs / probs.sum(-1, keepdim=True)
             entropy = -(p * p.clamp_min(1e-9).log()).sum(-1).mean()
             self.stats = {"load": load.detach(), "dropped": dropped / (n_tokens * self.top_k),
                           "entropy": entropy, "aux_loss": aux.detach()}

@@ -57,8 +57,7 @@ def _cpu_copy(obj, clone: bool):
     """`obj` (nested dicts, lists, tuples of tensors and plain values) with every tensor on the
     CPU; cloned when `clone`, so the copy does not change when training goes on."""
     if isinstance(obj, torch.Tensor):
-        out = obj.detach().to("cpu", copy=clone)
-        return out
+        return obj.detach().to("cpu", copy=clone)
     if isinstance(obj, dict):
         return {k: _cpu_copy(v, clone) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
