@@ -48,13 +48,14 @@ datatrove has no such check.
 Word tokenizer (no download): datatrove 0.10.1 splits English into words with spaCy's rule-based
 tokenizer (`spacy.blank("en")`, as its `assets/tokenizer_assignment.csv` assigns), not with NLTK,
 so no `punkt` data is needed; that tokenizer's rules ship inside the `spacy` wheel. Datatrove
-therefore runs here exactly as it ships, and `HF_HUB_OFFLINE` is set besides. loom finds words
-with one regular expression (`loom.data.quality.WORD`), a design choice that moves some documents
-across thresholds; above all, datatrove's "80% of words hold a letter" rule counts spaCy's
-punctuation tokens as words (its word-count rule leaves them out), which drops about a third of
-this prose. Agreement is therefore reported twice: with datatrove as shipped, and with datatrove's
-rules given loom's words (a `WordTokenizer` wrapping loom's regular expression, in this process,
-after the timed runs), which compares the rules themselves.
+therefore runs here exactly as it ships, and `HF_HUB_OFFLINE` is set besides. loom cuts text
+with its own spaCy-like splitter (`loom.data.quality.tokens`) and counts words the way datatrove
+does (punctuation tokens in the letter and symbol ratios, not in word counts and lengths). Its
+other rules differ from datatrove's in small, deliberate ways (stop words in any case, distinct;
+blank lines are layout; n-gram repeats measured in characters spanned). Agreement is reported
+twice: with datatrove as shipped, and with datatrove's rules given loom's tokens (a
+`WordTokenizer` wrapping `tokens`, in this process, after the timed runs), which compares the
+rules alone.
 
 Metrics:
   - throughput: documents per second of wall time over the work above (median of `--rounds`
@@ -119,15 +120,13 @@ from datatrove.pipeline.filters import (  # noqa: E402
 from datatrove.pipeline.filters.base_filter import BaseFilter  # noqa: E402
 from datatrove.pipeline.readers import JsonlReader  # noqa: E402
 from datatrove.pipeline.writers import JsonlWriter  # noqa: E402
-from datatrove.utils.text import PUNCTUATION_SET, split_into_words  # noqa: E402
-from datatrove.utils.typeshelper import Languages  # noqa: E402
 from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
 
 from loom.config import load_config  # noqa: E402
 from loom.data.build import clean_corpus, clean_dir  # noqa: E402
 from loom.data.normalize import normalize_text  # noqa: E402
-from loom.data.quality import WORD as LOOM_WORD  # noqa: E402
 from loom.data.quality import TextQualityConfig, c4_remove_notice_lines, text_rejection  # noqa: E402
+from loom.data.quality import tokens as loom_tokens  # noqa: E402
 from loom.data.stdlib_corpus import stdlib_documents  # noqa: E402
 
 SEED = 20240601
@@ -457,14 +456,14 @@ def datatrove_rejection(text: str, filters: list) -> str | None:
 
 
 class LoomWords(WordTokenizer):
-    """loom's word splitter (`loom.data.quality.WORD`) as a datatrove word tokenizer: datatrove's
-    rules then count the same words as loom's, so the rules alone are compared."""
+    """loom's splitter (`loom.data.quality.tokens`) as a datatrove word tokenizer: datatrove's
+    rules then count the same tokens as loom's, so the rules alone are compared."""
 
     def __init__(self):
         super().__init__("en")
 
     def word_tokenize(self, text: str) -> list[str]:
-        return LOOM_WORD.findall(text)
+        return loom_tokens(text)
 
     def sent_tokenize(self, text: str) -> list[str]:
         return [text]  # not used by the rules compared here
@@ -480,8 +479,6 @@ class Agreement:
     agree: int
     by_rule: Counter  # (loom decision, datatrove decision) -> count, over disagreements
     examples: dict  # same key -> a few ids
-    alpha_drops: int = 0  # documents loom keeps and datatrove's alphabetic-word rule drops...
-    alpha_without_punctuation: int = 0  # ... that would pass it if punctuation tokens were not words
 
     @property
     def percent(self) -> float:
@@ -495,7 +492,7 @@ def agreement(corpus: Corpus, loom: Outcome, dt: Outcome, show: int) -> list[Agr
     cfg = TextQualityConfig()
     shipped, same_words = datatrove_text_filters(), datatrove_text_filters(LoomWords())
     results = [Agreement("datatrove as shipped (spaCy words)", 0, 0, Counter(), defaultdict(list)),
-               Agreement("datatrove's rules on loom's words", 0, 0, Counter(), defaultdict(list))]
+               Agreement("datatrove's rules on loom's tokens", 0, 0, Counter(), defaultdict(list))]
     for doc_id, text in corpus.text:
         loom_keeps = doc_id in loom.kept
         loom_rule = None
@@ -515,19 +512,7 @@ def agreement(corpus: Corpus, loom: Outcome, dt: Outcome, show: int) -> list[Agr
             result.by_rule[key] += 1
             if len(result.examples[key]) < show:
                 result.examples[key].append(doc_id)
-            if key[1].endswith("gopher_below_alpha_threshold"):
-                result.alpha_drops += 1
-                result.alpha_without_punctuation += alpha_share_without_punctuation(text, filters[0]) >= 0.8
     return results
-
-
-def alpha_share_without_punctuation(text: str, c4) -> float:
-    """Datatrove's alphabetic-word share of `text` (after its C4 step), over its words without
-    the punctuation-only tokens, which its word-count and word-length rules leave out too."""
-    doc = Document(text=text, id="x", metadata={})
-    c4.filter(doc)
-    words = [w for w in split_into_words(doc.text, Languages.english) if any(ch not in PUNCTUATION_SET for ch in w)]
-    return sum(any(ch.isalpha() for ch in w) for w in words) / max(1, len(words))
 
 
 def gt_shingles(text: str, n: int) -> set:
@@ -712,10 +697,6 @@ def report(corpus: Corpus, args, dedup: Dedup, loom: Outcome, dt: Outcome, agree
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
     for a in agree:
         print(f"\nKeep/drop disagreements with {a.name} ({a.n - a.agree:,}), as (loom, datatrove):")
-        if a.alpha_drops:
-            print(f"  ({a.alpha_without_punctuation:,} of the {a.alpha_drops:,} that datatrove drops by its "
-                  "alphabetic-word rule would pass that rule if it left out punctuation-only tokens, as "
-                  "datatrove's own word-count rule does)")
         for (lr, dr), count in a.by_rule.most_common():
             print(f"  {count:6,}  loom {lr:36s} datatrove {dr}")
             for doc_id in a.examples.get((lr, dr), []):

@@ -55,10 +55,11 @@ def test_mean_word_length_bounds():
 
 
 def test_hash_and_ellipsis_ratio():
-    base = words(100)
-    assert q.gopher_symbols(view(" ".join(base) + " #" * 10), CFG) is None  # 10 / 100 = 0.1
-    assert q.gopher_symbols(view(" ".join(base) + " #" * 11), CFG) == "gopher.hash_symbols"
-    assert q.gopher_symbols(view(" ".join(base) + " ..." * 6 + " …" * 5), CFG) == "gopher.ellipses"
+    base = words(99)
+    # per token, the marks themselves included: 11 / 110 = 0.1 is allowed, 12 / 111 is not
+    assert q.gopher_symbols(view(" ".join(base) + " #" * 11), CFG) is None
+    assert q.gopher_symbols(view(" ".join(base) + " #" * 12), CFG) == "gopher.hash_symbols"
+    assert q.gopher_symbols(view(" ".join(base) + " ..." * 6 + " …" * 6), CFG) == "gopher.ellipses"
 
 
 def test_bullet_and_ellipsis_lines():
@@ -76,6 +77,27 @@ def test_alphabetic_word_share():
     assert q.gopher_alpha_words(view(" ".join(words(80) + [str(i) for i in range(20)])), CFG) is None
     assert q.gopher_alpha_words(view(" ".join(words(79) + [str(i) for i in range(21)])), CFG) == (
         "gopher.few_alphabetic_words")
+    # punctuation marks are tokens without a letter: 40 words ending in a comma are 80 tokens
+    assert q.gopher_alpha_words(view(", ".join(words(40)) + ","), CFG) == "gopher.few_alphabetic_words"
+    assert q.gopher_alpha_words(view(" ".join(words(32)) + " ! ! ! ! ! ! ! !"), CFG) is None  # 32 / 40
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Hello, world.", ["Hello", ",", "world", "."]),
+    ("(see the docs) -- really...", ["(", "see", "the", "docs", ")", "--", "really", "..."]),
+    ("don't stop the module's code", ["do", "n't", "stop", "the", "module", "'s", "code"]),
+    ("out-of-bounds e.g. U.S. sys.path", ["out", "-", "of", "-", "bounds", "e.g.", "U.S.", "sys.path"]),
+    ("__main__ x=y 10-12 a/b", ["_", "_", "main", "_", "_", "x", "=", "y", "10", "-", "12", "a", "/", "b"]),
+    ("'quoted' \"too\" Mr. Smith", ["'", "quoted", "'", '"', "too", '"', "Mr.", "Smith"]),
+    ("---------- .py -l", ["----------", ".py", "-l"]),
+    ("Dr. No, etc. Ph.D. 3.5% end.Next", ["Dr.", "No", ",", "etc", ".", "Ph.D.", "3.5", "%", "end", ".", "Next"]),
+])
+def test_tokens_split_like_spacy(text, expected):
+    """Tokens follow spaCy's English prefix, suffix, clitic and infix rules (module docstring)."""
+    assert q.tokens(text) == expected
+    v = view(text)
+    assert [text[a:b] for a, b in v.token_spans] == expected
+    assert v.words == [t for t in expected if any(ch.isalnum() for ch in t)]
 
 
 def test_stop_words():
@@ -139,9 +161,15 @@ def test_duplicated_ngrams_count_each_character_once():
     assert q.gopher_repeated_ngrams(view(text), only(max_dup_ngram_chars=[0.13] + limits[1:])) == (
         "gopher_repetition.dup_5gram")
     # punctuation and spacing inside a repeat count as its characters
-    spaced = " ".join(phrase) + ", " + " ".join(filler) + ". " + ",  ".join(phrase)
-    assert q.gopher_repeated_ngrams(view(spaced), only(max_dup_ngram_chars=[0.15] + limits[1:])) == (
-        "gopher_repetition.dup_5gram")  # 30 letters, 5 separators of 3 characters: 45 / 292 = 0.154
+    spaced = ",  ".join(phrase) + ". " + " ".join(filler) + ". " + ",  ".join(phrase)
+    assert len(spaced) == 273
+    # 30 letters and 5 separators of 3 characters: 45 / 273 = 0.165
+    assert q.gopher_repeated_ngrams(view(spaced), only(max_dup_ngram_chars=[0.17] + limits[1:])) is None
+    assert q.gopher_repeated_ngrams(view(spaced), only(max_dup_ngram_chars=[0.16] + limits[1:])) == (
+        "gopher_repetition.dup_5gram")
+    # punctuation marks are tokens of their own: the same words with other marks are no repeat
+    other_marks = ",  ".join(phrase) + ". " + " ".join(filler) + ". " + " ".join(phrase)
+    assert q.gopher_repeated_ngrams(view(other_marks), only(max_dup_ngram_chars=[0.01] + limits[1:])) is None
 
 
 def test_c4_lorem_ipsum_and_notice_lines():

@@ -83,7 +83,7 @@ def test_changed_settings_rebuild_into_place(tmp_path):
     cfg = tiny_config(tmp_path, extra=[SOURCES.format(12), "data.val_fraction=0.3"])
     build_dataset(cfg)
     first = read_manifest(shard_dir(cfg))
-    cfg2 = tiny_config(tmp_path, extra=[SOURCES.format(14), "data.val_fraction=0.3"])
+    cfg2 = tiny_config(tmp_path, extra=[SOURCES.format(30), "data.val_fraction=0.3"])
     build_dataset(cfg2)
     second = read_manifest(shard_dir(cfg2))
     assert second["fingerprint"] != first["fingerprint"]
