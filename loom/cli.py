@@ -7,9 +7,11 @@ anywhere on the command line shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from loom.errors import ConfigError, LoomError
 
@@ -133,6 +135,65 @@ def cmd_sample(args) -> None:
     print()
 
 
+def cmd_eval(args) -> int:
+    from loom.eval.run import compare_runs, evaluate_run, suite_names
+
+    words = args.words
+    if args.list:
+        from loom.eval.suites import SUITES
+
+        print("bpb          held-out bits per byte per domain on the validation shards")
+        for name, suite in SUITES.items():
+            print(f"{name:12s} {suite.description} (default difficulty {suite.default_difficulty})")
+        print("humaneval    HumanEval pass@k, completions run in the sandbox")
+        print("groups: all, reasoning")
+        return 0
+    if words[:1] == ["compare"]:
+        if len(words) != 3:
+            raise LoomError("usage: loom eval compare RUN_A RUN_B")
+        print(compare_runs(words[1], words[2]), end="")
+        return 0
+    if words[:1] == ["emit"]:
+        return _eval_emit(args)
+    if words[:1] == ["harness"]:
+        from loom.eval.harness import run_harness
+
+        if not args.run or not args.tasks:
+            raise LoomError("usage: loom eval harness --run RUN --tasks TASK[,TASK] [--include-path DIR]")
+        results = run_harness(args.run, args.tasks.split(","), include_path=args.include_path, limit=args.limit,
+                              device=args.device)
+        print(json.dumps(results.get("results", results), indent=2, default=str))
+        return 0
+    if words:
+        raise LoomError(f"unknown eval command {words[0]!r}: use compare, emit or harness, or --run RUN --suite NAME")
+    if not args.run:
+        raise LoomError("loom eval needs --run RUN (a run directory), e.g. loom eval --run runs/quickstart "
+                        f"--suite all; suites: {', '.join(['all', 'reasoning', *suite_names()])}")
+    evaluate_run(args.run, args.suite.split(","), args.overrides, device=args.device)
+    print((Path(args.run) / "eval" / "results.md").read_text(), end="")
+    return 0
+
+
+def _eval_emit(args) -> int:
+    from loom.eval.suites import SUITES, training_text
+    from loom.util import atomic_write_text
+
+    names = args.suite.split(",")
+    unknown = [n for n in names if n not in SUITES]
+    if unknown or not args.out:
+        detail = f" (unknown: {', '.join(unknown)})" if unknown else ""
+        raise LoomError(f"usage: loom eval emit --suite NAME[,NAME] --out FILE.jsonl [--items N] [--difficulty D]; "
+                        f"generated suites: {', '.join(SUITES)}{detail}")
+    lines = []
+    for name in names:
+        difficulty = args.difficulty if args.difficulty is not None else SUITES[name].default_difficulty
+        for i, text in enumerate(training_text(name, args.items, difficulty, args.seed)):
+            lines.append(json.dumps({"id": f"{name}/train/{difficulty}/{i}", "text": text}) + "\n")
+    atomic_write_text(Path(args.out), "".join(lines))
+    print(f"[loom] wrote {len(lines):,} training documents of {', '.join(names)} to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loom", description="From raw text and code to a trained, sampling language model.",
@@ -211,6 +272,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-gb", type=float, help="override the memory per device")
     p.add_argument("--out", help="write the planned config to this TOML file")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("eval", help="evaluate a run: bits per byte, reasoning suites, HumanEval; compare runs",
+                       description="loom eval --run RUN --suite NAME[,NAME]: runs suites on the run's newest "
+                                   "checkpoint and writes RUN/eval/<suite>.json and RUN/eval/results.md. "
+                                   "loom eval compare RUN_A RUN_B: both runs' results side by side. "
+                                   "loom eval emit --suite NAME --out FILE.jsonl: a suite's training split as "
+                                   "JSONL documents to train on. loom eval harness --run RUN --tasks T: "
+                                   "lm-evaluation-harness tasks on the run. --list shows the suites.")
+    p.add_argument("words", nargs="*", metavar="compare RUN_A RUN_B | emit | harness", help="a sub-command")
+    p.add_argument("--run", help="run directory, e.g. runs/quickstart")
+    p.add_argument("--suite", default="all", help="suite names or groups, comma-separated (default: all)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
+                   help="override an eval setting, e.g. --set eval.items=100 (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the suites")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="emit: the JSONL file to write")
+    p.add_argument("--items", type=int, default=1000, help="emit: training items per suite (default 1000)")
+    p.add_argument("--difficulty", type=int, help="emit: the difficulty (default: the suite's)")
+    p.add_argument("--seed", type=int, default=0, help="emit: the seed (default 0)")
+    p.add_argument("--tasks", help="harness: lm-eval task names, comma-separated")
+    p.add_argument("--include-path", help="harness: a directory of extra lm-eval task YAML files")
+    p.add_argument("--limit", type=int, help="harness: at most this many documents per task")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")

@@ -58,6 +58,10 @@ class DataConfig:
     task_bytes: int = 16_000_000  # ... or about this many bytes (one larger file is one task)
     ray_address: str = ""  # ray executor: "" starts Ray here; "auto" or host:port joins a cluster
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    # evaluation suites ("all", or names from `loom eval --list`) whose test items no training
+    # document may share a word n-gram with (GPT-3's decontamination, Brown et al. 2020, app. C)
+    decontaminate: list[str] = field(default_factory=list)
+    decontaminate_ngram: int = 13
 
 
 @dataclass
@@ -162,6 +166,23 @@ class SampleConfig:
 
 
 @dataclass
+class EvalConfig:
+    # `loom eval` (loom.eval): generated suites
+    items: int = 50  # test items per suite and difficulty
+    shots: int = 3  # examples in the few-shot prompt (from the suite's train split)
+    seed: int = 0
+    difficulty: dict[str, list[int]] = field(default_factory=dict)  # suite -> difficulties (default: its own)
+    # HumanEval: samples per problem (1: greedy), pass@k reported for each k <= samples
+    humaneval_samples: int = 5
+    humaneval_k: list[int] = field(default_factory=lambda: [1, 5])
+    humaneval_temperature: float = 0.8  # Chen et al. 2021 sampled pass@k>1 at 0.8 (pass@1 at 0.2)
+    humaneval_max_new_tokens: int = 128
+    humaneval_limit: int = 0  # problems (0: all 164)
+    # bits per byte on the validation shards: at most this many bytes per domain (0: all)
+    bpb_max_bytes: int = 2_000_000
+
+
+@dataclass
 class LoomConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -171,6 +192,7 @@ class LoomConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -408,6 +430,15 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         fail(f"train.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
     if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
         fail(f"train.device must be auto, cpu, cuda, cuda:N or mps, not {t.device!r}")
+    e = cfg.eval
+    if e.items < 1 or e.shots < 0 or e.humaneval_samples < 1 or e.humaneval_max_new_tokens < 1:
+        fail("eval.items, eval.humaneval_samples and eval.humaneval_max_new_tokens must be 1 or more, "
+             "eval.shots 0 or more")
+    if any(k < 1 or k > e.humaneval_samples for k in e.humaneval_k):
+        fail(f"eval.humaneval_k {e.humaneval_k}: each k must be between 1 and eval.humaneval_samples "
+             f"({e.humaneval_samples}); pass@k needs at least k samples")
+    if cfg.data.decontaminate_ngram < 4:
+        fail(f"data.decontaminate_ngram must be 4 or more (GPT-3 used 13), not {cfg.data.decontaminate_ngram}")
     if not 0 < cfg.sample.top_p <= 1:
         fail(f"sample.top_p must be in (0, 1], not {cfg.sample.top_p}")
 

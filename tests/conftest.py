@@ -1,6 +1,9 @@
-"""Shared fixtures: a tiny dataset built once per test session from the real stdlib corpus."""
+"""Shared fixtures: a tiny dataset built once per test session from the real stdlib corpus, a tiny
+trained run on it, and shards of a dozen short documents for evaluation tests."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -57,3 +60,63 @@ def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     build_dataset(tiny_config(root))
     return root
+
+
+# --- evaluation: a tiny trained run, and a hand-made dataset of short documents ---------------
+
+SENTENCES = [
+    "The river runs past the old mill and the stone bridge",
+    "A small bird sang on the wall of the garden every morning",
+    "Numbers like 42 and 1999 appear in text as well as words",
+    "She wrote a letter to her brother about the long winter",
+    "Bright lamps lit the street while rain fell on the roofs",
+    "Every page of the book smelled of dust and of old paper",
+]
+PROGRAMS = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(3):\n    print(i * i)\n",
+    "class Box:\n    def __init__(self, size):\n        self.size = size\n",
+    "import os\nprint(os.sep.join(['a', 'b']))\n",
+    "values = [1, 2, 3]\ntotal = sum(values)\nprint(total)\n",
+    "def greet(name):\n    return 'hello ' + name\n",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_root):
+    """A tiny model trained for a few steps on the stdlib corpus: (run directory, config)."""
+    from loom.train import train
+
+    cfg = tiny_config(tiny_root, "eval")
+    train(cfg)
+    return cfg.run_dir, cfg
+
+
+@pytest.fixture(scope="session")
+def short_docs(tmp_path_factory):
+    """Shards of a dozen short text and code documents (quality rules off), and a random model
+    whose context holds any of them whole: (config, LoomLM)."""
+    from loom.data import build_dataset, tokenizer_path
+    from loom.eval.lm import LoomLM
+    from loom.model import GPT
+    from loom.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("eval-short")
+    corpus = root / "corpus"
+    (corpus / "repo").mkdir(parents=True)
+    with open(corpus / "docs.jsonl", "w") as f:
+        for i, s in enumerate(SENTENCES * 2):
+            f.write(json.dumps({"id": f"s{i}", "text": f"{s}, copy {i}."}) + "\n")
+    for i, p in enumerate(PROGRAMS):
+        (corpus / "repo" / f"m{i}.py").write_text(f"# module {i}\n{p}")
+    cfg = load_config(None, [
+        f'data.sources=[{{name="docs", kind="jsonl", path="{corpus}/docs.jsonl"}}, '
+        f'{{name="repo", kind="code_repo", path="{corpus}/repo"}}]',
+        "quality.enabled=false", "dedup.near=false", "data.val_fraction=0.3", f'data.dir="{root}/data"',
+        "tokenizer.vocab_size=300", "model.n_layer=2", "model.n_head=2", "model.n_kv_head=1", "model.d_model=32",
+        "model.max_seq_len=256", "run.seed=3",
+    ])
+    build_dataset(cfg)
+    tok = Tokenizer.from_file(tokenizer_path(cfg))
+    cfg.model.vocab_size = tok.vocab_size
+    return cfg, LoomLM(GPT(cfg.model), tok, batch_size=4)

@@ -17,7 +17,7 @@ from loom.data.build import (
 from loom.data.card import read_data_card
 from loom.data.documents import Document, split_of
 from loom.data.loader import ShardLoader
-from loom.data.shards import read_manifest, verify_shards
+from loom.data.shards import iter_documents, read_manifest, verify_shards
 
 __all__ = [
     "Document",
@@ -26,6 +26,7 @@ __all__ = [
     "clean_corpus",
     "clean_documents",
     "ensure_tokenizer",
+    "iter_documents",
     "read_data_card",
     "read_manifest",
     "shard_dir",

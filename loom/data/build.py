@@ -117,7 +117,28 @@ def _clean_settings(cfg) -> dict:
         "python": platform.python_version(),
         "stdlib": stdlib_root(),
         "code": _cleaning_code_digest(),
+        "decontaminate": _decontamination(cfg)[0],
     }
+
+
+_DECONTAMINATION_CACHE: dict[str, tuple[dict | None, list[str]]] = {}
+
+
+def _decontamination(cfg) -> tuple[dict | None, list[str]]:
+    """(settings with a digest of the n-grams, or None when off; the sorted n-grams) of the
+    evaluation items no training document may share (`loom.eval.contamination`), computed once
+    per process."""
+    if not cfg.data.decontaminate:
+        return None, []
+    key = json.dumps([cfg.data.decontaminate, cfg.data.decontaminate_ngram, asdict(cfg.eval)], sort_keys=True)
+    if key not in _DECONTAMINATION_CACHE:
+        from loom.eval.contamination import item_texts, ngrams
+
+        grams = sorted(ngrams(item_texts(cfg.data.decontaminate, cfg.eval), cfg.data.decontaminate_ngram))
+        settings = {"suites": cfg.data.decontaminate, "ngram": cfg.data.decontaminate_ngram, "ngrams": len(grams),
+                    "digest": hashlib.sha256("\n".join(grams).encode()).hexdigest()}
+        _DECONTAMINATION_CACHE[key] = (settings, grams)
+    return _DECONTAMINATION_CACHE[key]
 
 
 def _cleaning_code_digest() -> str:
@@ -157,8 +178,9 @@ def plan_tasks(cfg) -> dict:
     return plan
 
 
-def _clean_one(doc: Document, cfg) -> tuple:
-    """(status, reason or cleaned document, redactions, notice lines removed, hash, signature)."""
+def _clean_one(doc: Document, cfg, contaminated=None) -> tuple:
+    """(status, reason or cleaned document, redactions, notice lines removed, hash, signature).
+    `contaminated(text)`: whether the text shares an n-gram with an evaluation item."""
     text = normalize_text(doc.text)
     if not text.strip():
         return "dropped", "normalize.empty", {}, 0, None, None
@@ -171,6 +193,8 @@ def _clean_one(doc: Document, cfg) -> tuple:
             reason = text_rejection(text, cfg.quality.text)
         if reason:
             return "dropped", reason, {}, removed, None, None
+    if contaminated is not None and contaminated(text):
+        return "dropped", "decontamination", {}, removed, None, None
     redactions = {}
     if cfg.data.scrub_pii:
         text, redactions = scrub(text)
@@ -206,6 +230,11 @@ def run_task(cfg, work: Path, index: int) -> dict:
             "c4_lines_removed": 0, "unreadable": 0, "unreadable_list": [], "dropped_by_domain": Counter(),
             "docs": []}  # per clean document: [domain, split, bytes]
     hashes, signatures = [], []
+    contaminated = None
+    if plan["settings"].get("decontaminate"):
+        from loom.eval.contamination import ContaminationIndex
+
+        contaminated = ContaminationIndex(_decontamination(cfg)[1]).contains
     suffix = f".tmp-{os.getpid()}"
     docs_tmp = docs_path.with_name(docs_path.name + suffix)
     with open(docs_tmp, "wb") as raw:
@@ -218,7 +247,7 @@ def run_task(cfg, work: Path, index: int) -> dict:
                     if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
                         acct["unreadable_list"].append(asdict(item))
                     continue
-                status, outcome, redactions, removed, digest, sig = _clean_one(item, cfg)
+                status, outcome, redactions, removed, digest, sig = _clean_one(item, cfg, contaminated)
                 acct["c4_lines_removed"] += removed
                 acct["redactions"].update(redactions)
                 if status == "dropped":
@@ -382,7 +411,8 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
     acct["seconds"] = round(time.time() - started, 2)
     np.save(work / "duplicate_of.npy", duplicate_of)
     manifest = {"format": CLEAN_FORMAT, "fingerprint": plan["fingerprint"], "tasks": len(plan["tasks"]),
-                "documents": len(records), "accounting": _jsonable(acct)}
+                "documents": len(records), "accounting": _jsonable(acct),
+                "decontamination": plan["settings"].get("decontaminate")}
     atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
     _replace_dir(work, out)
     a = manifest["accounting"]

@@ -63,6 +63,7 @@ def build_card(clean: dict, shards: dict, lengths: dict) -> dict:
         "unreadable_examples": acct["unreadable_list"],
         "redactions": acct["redactions"],
         "c4_lines_removed": acct["c4_lines_removed"],
+        "decontamination": _decontamination_summary(clean.get("decontamination"), acct),
         "by_source": acct["by_source"],
         "by_domain": acct["by_domain"],
         "diversity": {"domains": sorted(acct["by_domain"]), "code_languages": code_languages,
@@ -71,6 +72,13 @@ def build_card(clean: dict, shards: dict, lengths: dict) -> dict:
         "tokens": {split: shards["splits"][split]["tokens_by_domain"] for split in ("train", "val")},
         "clean_seconds": acct.get("seconds"),
     }
+
+
+def _decontamination_summary(settings: dict | None, acct: dict) -> dict | None:
+    if not settings:
+        return None
+    return {"suites": settings["suites"], "ngram": settings["ngram"], "test_ngrams": settings["ngrams"],
+            "dropped": acct["dropped_by_rule"].get("decontamination", 0)}
 
 
 def render_markdown(card: dict) -> str:
@@ -87,6 +95,10 @@ def render_markdown(card: dict) -> str:
     if card["dropped_by_rule"]:
         lines += ["## Dropped, by rule", ""]
         lines += table(["rule", "documents"], [[r, f"{c:,}"] for r, c in card["dropped_by_rule"].items()])
+    if card.get("decontamination"):
+        d = card["decontamination"]
+        lines += [f"Decontamination: {d['dropped']:,} documents shared a {d['ngram']}-word n-gram with the test "
+                  f"items of {', '.join(d['suites'])} ({d['test_ngrams']:,} n-grams) and were dropped.", ""]
     lines += ["## Duplicates", ""]
     lines += table(["kind", "documents"], [[k, f"{c:,}"] for k, c in sorted(card["duplicates_by_kind"].items())])
     lines += ["## Per source", ""]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,17 @@ def open_tokens(shard_dir: str | os.PathLike, file: dict, dtype: str) -> np.memm
 
 def open_index(shard_dir: str | os.PathLike, file: dict) -> np.ndarray:
     return np.load(Path(shard_dir) / file["index"])
+
+
+def iter_documents(shard_dir: str | os.PathLike, split: str) -> Iterator[tuple[np.ndarray, int, str]]:
+    """(token ids from <|bos|> to <|eos|>, UTF-8 bytes of the text, domain) of each document of
+    a split, in shard order."""
+    manifest = read_manifest(shard_dir)
+    domains = manifest["domains"]
+    for file in split_files(shard_dir, split, manifest):
+        tokens = open_tokens(shard_dir, file, manifest["dtype"])
+        for start, n, n_bytes, domain in open_index(shard_dir, file):
+            yield np.asarray(tokens[start : start + n], dtype=np.int64), int(n_bytes), domains[domain]
 
 
 def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
