@@ -1017,7 +1017,8 @@ def _sandbox_output(program: str) -> str:
             break
     if not result.passed:
         raise LoomError(
-            f"the sandbox ran a generated program with status {result.status!r} (it runs in-process), "
+            f"the sandbox ran a generated program with status {result.status!r} (the program already ran "
+            "in-process, so the sandbox itself failed), "
             f"stderr: {result.stderr.strip()[-500:]!r}\nprogram:\n{program}"
         )
     return result.stdout.removesuffix("\n")
