@@ -194,6 +194,76 @@ def _eval_emit(args) -> int:
     return 0
 
 
+def _backend(args):
+    from loom.reason import make_backend
+
+    return make_backend(args.backend, **({"device": args.device} if args.backend.startswith(("loom:", "hf:")) else {}))
+
+
+def _budget(args):
+    from loom.reason import Budget
+
+    return Budget(max_model_calls=args.max_calls, max_tokens=args.max_tokens, max_seconds=args.max_seconds)
+
+
+def cmd_reason_ask(args) -> int:
+    from loom.reason import solve
+    from loom.reason.strategies import resolve_program
+
+    program = resolve_program(args.program) if args.program else None
+    if program is not None and args.strategy != "graph":
+        raise LoomError("--program runs with --strategy graph (the default)")
+    workdir = args.workdir or _default_workdir("reason")
+    result = solve(args.question, _backend(args), args.strategy, program, workdir, rag_index=args.rag, k=args.k,
+                   samples=args.samples, budget=_budget(args), max_parallel=args.parallel, resume=args.resume)
+    print(result["answer"] if result["answer"] is not None else f"(no answer: {result['status']})")
+    detail = f"; {result['error'] or result['budget']}" if result["error"] or result["budget"] else ""
+    print(f"[loom] {result['status']}{detail}: {result['model_calls']} model calls, {result['tokens']} tokens, "
+          f"{result['seconds']:.1f}s; trace {workdir}/trace.jsonl, picture {workdir}/graph.html", file=sys.stderr)
+    return 0 if result["status"] == "done" else 1
+
+
+def _default_workdir(kind: str) -> str:
+    import time
+
+    return f"runs/{kind}/{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_reason_eval(args) -> int:
+    from loom.reason import evaluate_strategies, strategies_table
+    from loom.reason.strategies import resolve_program
+
+    program = resolve_program(args.program) if args.program else None
+    difficulties = [int(d) for d in args.difficulty.split(",")] if args.difficulty else None
+    rows = evaluate_strategies(args.suite, _backend(args), args.strategies.split(","), difficulties, args.items,
+                               args.seed, program, args.workdir, args.samples)
+    print(strategies_table(rows), end="")
+    if args.out:
+        from loom.util import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def cmd_index_build(args) -> int:
+    from loom.reason.retrieval import build_index, corpus_passages, folder_passages
+
+    if bool(args.dir) == bool(args.config):
+        raise LoomError("loom index build needs --dir FOLDER (.txt, .md, .rst files) or --config C (a loom corpus)")
+    items = folder_passages(args.dir, args.words) if args.dir else corpus_passages(_load(args), args.words)
+    info = build_index(args.out, items, {"from": args.dir or args.config, "words_per_passage": args.words})
+    print(f"[loom] indexed {info['passages']:,} passages -> {args.out}")
+    return 0
+
+
+def cmd_index_search(args) -> int:
+    from loom.reason.retrieval import search
+
+    for hit in search(args.index, args.query, args.k):
+        print(f"{hit['score']:.3f}  {hit['id']}  {hit['text'][:160]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loom", description="From raw text and code to a trained, sampling language model.",
@@ -295,6 +365,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-path", help="harness: a directory of extra lm-eval task YAML files")
     p.add_argument("--limit", type=int, help="harness: at most this many documents per task")
     p.set_defaults(func=cmd_eval)
+
+    reason = sub.add_parser("reason", help="answer questions by running graphs of sub-questions against a model"
+                            ).add_subparsers(dest="reason_command", required=True, metavar="COMMAND")
+    for name, helptext in (("ask", "answer one question with a strategy; writes a trace and a picture"),
+                           ("eval", "compare strategies on a generated suite (loom eval --list)")):
+        p = reason.add_parser(name, help=helptext)
+        p.add_argument("--backend", required=True,
+                       help="loom:RUN_DIR | hf:MODEL_DIR | openai:BASE_URL[#model=NAME] (key from OPENAI_API_KEY)")
+        p.add_argument("--program", help="a program JSON file, or a built-in program's name (graph strategy)")
+        p.add_argument("--samples", type=int, default=5, help="self-consistency: chains of thought to vote over")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--workdir", help="where state, trace and pictures go (default runs/reason/<time>)")
+        p.add_argument("--max-calls", type=int, default=0, help="budget: model calls (0: none)")
+        p.add_argument("--max-tokens", type=int, default=0, help="budget: tokens (0: none)")
+        p.add_argument("--max-seconds", type=float, default=0.0, help="budget: seconds (0: none)")
+        if name == "ask":
+            p.add_argument("question")
+            p.add_argument("--strategy", default="graph", choices=["direct", "cot", "sc", "graph"])
+            p.add_argument("--rag", help="an index from `loom index build`: retrieved passages go into the prompts")
+            p.add_argument("--k", type=int, default=3, help="passages retrieved")
+            p.add_argument("--parallel", type=int, default=4, help="steps run at once")
+            p.add_argument("--resume", action="store_true", help="continue the run saved in --workdir")
+            p.set_defaults(func=cmd_reason_ask)
+        else:
+            p.add_argument("--suite", required=True)
+            p.add_argument("--strategies", default="direct,cot,graph", help="comma-separated: direct, cot, sc, graph")
+            p.add_argument("--difficulty", help="comma-separated difficulties (default: the suite's)")
+            p.add_argument("--items", type=int, default=20)
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--out", help="write the rows as JSON here too")
+            p.set_defaults(func=cmd_reason_eval)
+
+    index = sub.add_parser("index", help="BM25 retrieval indexes for reasoning (--rag, retrieve nodes)"
+                           ).add_subparsers(dest="index_command", required=True, metavar="COMMAND")
+    p = index.add_parser("build", help="index a folder of documents or a loom corpus")
+    p.add_argument("--dir", help="a folder of .txt / .md / .rst files")
+    p.add_argument("--config", help="a loom config whose corpus (loom data build's clean stage) to index")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--out", required=True, help="the index directory")
+    p.add_argument("--words", type=int, default=150, help="words per passage (default 150)")
+    p.set_defaults(func=cmd_index_build)
+    p = index.add_parser("search", help="the best passages for a query")
+    p.add_argument("index")
+    p.add_argument("query")
+    p.add_argument("--k", type=int, default=5)
+    p.set_defaults(func=cmd_index_search)
 
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")

@@ -24,7 +24,7 @@ def sets(overrides):
 
 
 @pytest.mark.parametrize("command", [["quickstart"], ["data", "build"], ["tokenizer", "train"], ["train"],
-                                     ["sample"], ["eval"]])
+                                     ["sample"], ["eval"], ["reason", "ask"], ["reason", "eval"], ["index", "build"]])
 def test_every_subcommand_has_help(command, tmp_path):
     out = loom(*command, "--help", cwd=tmp_path)
     assert "usage: loom" in out.stdout

@@ -1,0 +1,57 @@
+"""`loom reason` and `loom index` through the real command line, on a tiny trained loom run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+LOOM = [sys.executable, "-m", "loom"]
+
+
+def loom(*args, cwd, ok=True):
+    result = subprocess.run([*LOOM, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert (result.returncode == 0) == ok, result.stderr[-3000:]
+    return result
+
+
+def test_reason_ask_and_eval_on_a_loom_checkpoint(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    work = tmp_path / "ask"
+    out = loom("reason", "ask", "--backend", f"loom:{run_dir}", "--strategy", "direct", "--workdir", str(work),
+               "What is 2 + 2?", cwd=tmp_path)
+    assert out.stdout.strip()  # whatever the tiny model says, it says something
+    assert "1 model calls" in out.stderr and (work / "graph.html").is_file()
+    trace = [json.loads(line) for line in (work / "trace.jsonl").read_text().splitlines()]
+    call = next(e for e in trace if e["event"] == "model_call")
+    assert call["prompt"] == "Q: What is 2 + 2?\nA:" and call["prompt_tokens"] > 0
+
+    graph = tmp_path / "graph"
+    loom("reason", "ask", "--backend", f"loom:{run_dir}", "--program", "last_letters", "--workdir", str(graph),
+         'Take the last letter of each word in "apple river stone" and join them.', cwd=tmp_path)
+    state = json.loads((graph / "state.json").read_text())
+    assert state["loops"]["each_word"]["iteration"] == 3 and state["model_calls"] == 5
+
+    table = loom("reason", "eval", "--backend", f"loom:{run_dir}", "--suite", "last_letters", "--strategies",
+                 "direct,graph", "--items", "2", "--difficulty", "2", "--out", str(tmp_path / "rows.json"),
+                 cwd=tmp_path).stdout
+    assert "| last_letters | 2 | direct |" in table and "| last_letters | 2 | graph (last-letters" in table
+    assert len(json.loads((tmp_path / "rows.json").read_text())) == 2
+
+
+def test_index_commands_and_errors(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("Bananas are yellow.\n\nCherries are red.")
+    assert "indexed 1 passages" in loom("index", "build", "--dir", str(tmp_path / "docs"), "--out",
+                                        str(tmp_path / "idx"), cwd=tmp_path).stdout
+    assert "a.md#0" in loom("index", "search", str(tmp_path / "idx"), "yellow bananas", cwd=tmp_path).stdout
+    err = loom("index", "build", "--out", str(tmp_path / "x"), cwd=tmp_path, ok=False).stderr
+    assert "needs --dir FOLDER" in err and "Traceback" not in err
+    err = loom("reason", "ask", "--backend", "nonsense", "hi", cwd=tmp_path, ok=False).stderr
+    assert "unknown model backend 'nonsense'" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"inputs": ["question"], "nodes": [{"id": "a", "kind": "answer", "value": "{nope}"}]}))
+    err = loom("reason", "ask", "--backend", "rules", "--program", str(bad), "hi", cwd=tmp_path, ok=False).stderr
+    assert "node 'a' reads nope" in err
