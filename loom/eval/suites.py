@@ -306,19 +306,20 @@ class LastLetter(Suite):
 
 class Concat(Suite):
     name = "concat"
-    description = "join P short strings in order"
+    description = "join P strings in order (the first up to 12 letters, the others up to 3)"
     default_difficulty = 2
     min_difficulty = 2
     _question = re.compile(r'Join ((?:"[a-z]+", )*"[a-z]+" and "[a-z]+")\.')
 
     def answer_chars(self, difficulty: int | None = None) -> int:
-        return 3 * (difficulty or self.default_difficulty) + 4
+        return 12 + 3 * ((difficulty or self.default_difficulty) - 1) + 4
 
     def _draw(self, rng, split, difficulty):
-        # Pieces of one to three letters cut from list words: the shapes the sub-questions of
-        # last-letter concatenation produce (single letters and the letters joined so far).
-        pieces = []
-        for _ in range(difficulty):
+        # The shapes the sub-questions of last-letter concatenation produce: the letters joined so
+        # far (a run of 1 to 12 last letters of list words) first, then pieces of one to three
+        # letters cut from list words.
+        pieces = ["".join(rng.choice(WORDS)[-1] for _ in range(rng.randint(1, 12)))]
+        for _ in range(difficulty - 1):
             word = rng.choice(WORDS)
             size = rng.randint(1, 3)
             start = rng.randint(0, len(word) - size)

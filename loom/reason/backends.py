@@ -47,9 +47,6 @@ from loom.errors import LoomError
 
 log = logging.getLogger(__name__)
 
-FINISH_REASONS = ("stop", "length", "error")
-
-
 class BackendError(LoomError):
     """A model backend could not be built or could not answer; the message names the backend,
     what failed and how to fix it."""
@@ -464,6 +461,7 @@ class OpenAIBackend(Backend):
             resp = conn.getresponse()
             body = bytearray()
             while True:
+                sock.settimeout(left())
                 chunk = resp.read1(1 << 16)
                 if not chunk:
                     break
