@@ -58,6 +58,7 @@ def run_checks(config_source: str | None, overrides=(), quick: bool = False) -> 
     checks.append(check_matmul(device))
     checks += check_nvml()
     checks.append(check_all_reduce(device))
+    checks.append(check_sandbox())
     if cfg is not None:
         checks.append(check_run_dir(cfg))
         checks += check_data(cfg, quick)
@@ -214,6 +215,24 @@ def check_all_reduce(device: torch.device) -> Check:
     bus_bandwidth = 2 * (world - 1) / world * n * 4 / seconds  # ring all-reduce bus bandwidth (nccl-tests)
     return Check("all-reduce", "pass", f"{world} ranks add up exactly; {bus_bandwidth / 1e9:.2f} GB/s bus "
                                        f"bandwidth ({dist.get_backend()})")
+
+
+def check_sandbox() -> Check:
+    """Which isolation layers the eval sandbox gets here (it runs model-written code)."""
+    try:
+        from loom.eval.sandbox import isolation_layers
+
+        layers = isolation_layers()
+    except Exception as e:  # the check reports; it must not take the doctor down
+        return Check("sandbox", "fail", f"the eval sandbox cannot run a program: {type(e).__name__}: {e}",
+                     "HumanEval and the code_output suite need it; run `loom doctor` with --debug for details")
+    kernel = [layer for layer in layers if layer in ("netns", "mountns") or layer.startswith("uid-drop")]
+    detail = ", ".join(layers)
+    if kernel:
+        return Check("sandbox", "pass", detail)
+    return Check("sandbox", "warn", f"{detail}: no namespaces or separate user, so only resource limits and the "
+                 "audit hook contain model-written code", "run as root (or in a container that allows user and "
+                 "network namespaces) for the full isolation")
 
 
 def check_run_dir(cfg) -> Check:
