@@ -141,9 +141,12 @@ class LoomLM:
 
     @torch.no_grad()
     def generate(self, prompt: str, max_new_tokens: int, stop: Sequence[str] = ("\n",), n: int = 1,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 skip_leading_whitespace: bool = False) -> list[str]:
         """`n` continuations of `prompt` (greedy when temperature is 0), each cut before the first
-        stop string; decoding ends when every row has stopped or after `max_new_tokens`."""
+        stop string; decoding ends when every row has stopped or after `max_new_tokens`. With
+        `skip_leading_whitespace`, stop strings count only once the text has begun, so an answer
+        put on the line after "A:" is read instead of cut to nothing."""
         ids = [self.tok.bos_id, *self.encode(prompt)]
         # A long prompt keeps at least half the context; the answer gets the rest.
         max_new_tokens = max(1, min(max_new_tokens, self.max_len - min(len(ids), self.max_len // 2)))
@@ -167,12 +170,12 @@ class LoomLM:
                     continue
                 new[row].append(t)
                 texts[row] = self.tok.decode(new[row])
-                if any(s in texts[row] for s in stop):
+                if cut_at_stop(texts[row], stop, skip_leading_whitespace) != texts[row]:
                     done[row] = True
             if all(done) or cache.length >= cache.max_len:
                 break
             logits = self.model(token[:, None], cache=cache)[:, -1]
-        return [cut_at_stop(t, stop) for t in texts]
+        return [cut_at_stop(t, stop, skip_leading_whitespace) for t in texts]
 
 
 def sliding_windows(n: int, max_len: int) -> list[tuple[int, int]]:
@@ -192,8 +195,11 @@ def sliding_windows(n: int, max_len: int) -> list[tuple[int, int]]:
     return windows
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+def cut_at_stop(text: str, stop: Sequence[str], skip_leading_whitespace: bool = False) -> str:
+    """`text` up to the first stop string; with `skip_leading_whitespace`, the first one after
+    the text's leading whitespace."""
+    start = len(text) - len(text.lstrip()) if skip_leading_whitespace else 0
+    cut = min((i for i in (text.find(s, start) for s in stop if s) if i >= 0), default=len(text))
     return text[:cut]
 
 

@@ -3,7 +3,8 @@
 A suite is one of:
   - `bpb`: held-out bits per byte per domain on the run's validation shards (`loom.eval.bpb`);
   - a generated reasoning suite (`loom.eval.suites.SUITES`): exact match, zero-shot and few-shot,
-    at each configured difficulty, greedy answers up to the end of the line;
+    at each configured difficulty, greedy answers: the first line with text after "A:" (a model
+    that starts its answer on the next line, as code models do after a colon, is still read);
   - `humaneval`: pass@k on HumanEval in the sandbox (`loom.eval.humaneval`).
 Groups: `reasoning` (every generated suite) and `all` (everything).
 
@@ -90,7 +91,8 @@ def run_generated(lm: LoomLM, cfg, name: str) -> tuple[dict, list[dict]]:
             right = 0
             for item in _progress(items, f"{name} d={difficulty} {mode}"):
                 prompt = _fitting_prompt(lm, item, examples, max_tokens, format_prompt)
-                (completion,) = lm.generate(prompt, max_tokens, stop=("\n",))
+                (completion,) = lm.generate(prompt, max_tokens, stop=("\n",), skip_leading_whitespace=True)
+                completion = completion.lstrip()
                 ok = score(item, completion)
                 right += ok
                 records.append({"id": item.id, "difficulty": difficulty, "mode": mode, "question": item.question,

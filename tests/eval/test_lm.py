@@ -137,6 +137,9 @@ def test_long_prompt_keeps_room_for_the_answer(tiny_run):
 
 
 def test_cut_at_stop():
+    assert cut_at_stop("\n 42\nmore", ["\n"]) == ""
+    assert cut_at_stop("\n 42\nmore", ["\n"], skip_leading_whitespace=True) == "\n 42"
+    assert cut_at_stop("  \n", ["\n"], skip_leading_whitespace=True) == "  \n"  # no text yet: nothing to cut
     assert cut_at_stop("abc\ndef", ["\n"]) == "abc"
     assert cut_at_stop("abc", ["\n", "x"]) == "abc"
     assert cut_at_stop("a\ndef g", ["\ndef", "\n"]) == "a"
