@@ -95,10 +95,15 @@ def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def plan_program(plan: Plan) -> Program:
-    """The sub-questions as a chain of model calls; the last one's answer is the answer."""
+def plan_program(plan: Plan, rag_index: str | None = None, k: int = 3) -> Program:
+    """The sub-questions as a chain of model calls; the last one's answer is the answer. With
+    `rag_index`, passages retrieved for the question precede every prompt."""
     nodes = []
     context = ""
+    if rag_index:
+        nodes.append({"id": "retrieve", "kind": "tool", "tool": "retrieve", "query": "{question}",
+                      "index": rag_index, "k": k, "output": "passages"})
+        context = "Context:\n{passages}\n\n"
     for i, sub in enumerate(plan.sub_questions, start=1):
         context += f"Q: {_literal(sub)}\nA:"
         nodes.append({"id": f"q{i}", "kind": "model", "prompt": context, "output": f"a{i}",

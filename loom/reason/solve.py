@@ -38,8 +38,11 @@ def solve(question: str, backend: Backend, strategy: str = "graph", program: Pro
         program = cot_program(rag_index, k, samples=samples)
     elif program is None:
         plan = decompose(question, backend)
-        program = plan_program(plan)
+        program = plan_program(plan, rag_index, k)
         notes.append(("plan", plan.to_json()))
+    elif rag_index:
+        raise LoomError("--rag adds retrieval to the direct, cot and sc strategies and to planned graphs; "
+                        "a program retrieves with its own retrieve nodes")
     if "question" not in program.inputs:
         raise LoomError(f"program {program.name!r} must take the input \"question\" (it takes "
                         f"{', '.join(program.inputs) or 'nothing'})")

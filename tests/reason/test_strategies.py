@@ -82,6 +82,10 @@ def test_retrieval_and_rag(tmp_path):
     assert result["answer"] == "1889"
     trace = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
     assert [e["citations"] for e in trace if e["event"] == "retrieval"] == [["paris.md#0"]]
+    planned = RuleBackend([(r"\n1\.$", " When did the Eiffel Tower open?"),
+                           (r"Context:\n\[paris\.md#0\] .*\n\nQ: When did the Eiffel Tower open\?\nA:$", "1889")])
+    result = solve("When did the Eiffel Tower open?", planned, "graph", rag_index=str(tmp_path / "index"), k=1)
+    assert result["answer"] == "1889" and result["plan"]["sub_questions"] == ["When did the Eiffel Tower open?"]
     long = " ".join(f"w{i}" for i in range(400))
     pieces = list(passages("doc", long + "\n\nshort tail", "src", words=150))
     assert [p["id"] for p in pieces] == ["doc#0", "doc#1", "doc#2"]  # 150 + 150 + (100 + the 2-word tail)
