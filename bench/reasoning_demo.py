@@ -20,8 +20,8 @@ end to end with loom alone, on this machine:
   5. a table of accuracy, model calls and tokens per item per length, and one solved example's
      trace and pictures (`runs/reason-demo/example/graph.html`, `graph.mmd`).
 
-    python bench/reasoning_demo.py                    # about 15 minutes on 2 cores
-    python bench/reasoning_demo.py --steps 200 --items 10   # a quick look
+    python bench/reasoning_demo.py                    # about 20 minutes on 2 cores
+    python bench/reasoning_demo.py --steps 300 --items 10   # a quick look
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def training_documents(n_docs: int, train_max_words: int, seed: int) -> list[str
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--docs", type=int, default=20000, help="training documents of 8 questions")
     p.add_argument("--train-max-words", type=int, default=3, help="longest whole problem in training")
     p.add_argument("--lengths", default="2,3,4,6,8,10,12", help="words per test problem")
