@@ -13,9 +13,10 @@ Scheduling: a node is ready when the nodes producing what it reads are finished 
 branch arm, when its branch chose that arm. Ready nodes run on a pool of `max_parallel` threads;
 ready model nodes with the same settings go to the backend as one batch. Identical model calls
 (same prompt and settings) are answered once. Budgets (model calls, tokens, seconds) stop the
-run between steps with status "budget"; a step in flight finishes. Loops run their iterations
-one after another (an iteration may depend on the one before through `carry`), each iteration's
-body scheduled like a program.
+run between steps with status "budget"; a step in flight finishes. A loop that carries
+variables runs its iterations one after another (each depends on the one before); a `for_each`
+loop that carries nothing runs them at the same time. Each iteration's body is scheduled like a
+program.
 
 This module does not decide what to ask (that is the program's or the planner's) nor how to
 reach a model (that is `loom.reason.backends`).
@@ -444,11 +445,15 @@ class Executor:
         assert n.body is not None
         cap = int(s.get("max_iterations", 20 if "until" in s else 1000))
         with self._lock:
-            progress = self._state.loops.setdefault(p, {"iteration": 0, "carry": dict(s.get("init", {})),
-                                                        "collected": {out: [] for out in s.get("collect", {})}})
             items = list(scope[s["for_each"]]) if "for_each" in s else None
         if items is not None and not isinstance(scope[s["for_each"]], (list, tuple, str)):
             raise ExecutionError(f"loop {p!r}: for_each {s['for_each']!r} is not a list")
+        if items is not None and not s.get("carry"):
+            self._map(n, scope, path, items, cap, started)
+            return
+        with self._lock:
+            progress = self._state.loops.setdefault(p, {"iteration": 0, "carry": dict(s.get("init", {})),
+                                                        "collected": {out: [] for out in s.get("collect", {})}})
         capped = False
         while True:
             i = progress["iteration"]
@@ -484,6 +489,46 @@ class Executor:
         outputs = {**progress["carry"], **progress["collected"]}
         self._finish(n, path, scope, outputs, started, iterations=progress["iteration"], capped=capped)
 
+    def _map(self, n: Node, scope: dict, path: dict, items: list, cap: int, started: float) -> None:
+        """A for_each loop that carries nothing: its iterations are independent, so they run at
+        the same time (up to `max_parallel`), each with its own saved variables; `collect`
+        gathers in item order."""
+        s, p = n.spec, path[n.id]
+        count = min(len(items), cap)
+        with self._lock:
+            progress = self._state.loops.setdefault(p, {"mode": "map", "scopes": {}, "done": []})
+        if len(items) > cap:
+            self._trace("loop_cap", node=p, iterations=cap)
+
+        failed = threading.Event()  # the first failure stops the loop: iterations not yet started
+        # never start, those running finish
+
+        def iteration(i: int) -> None:
+            if failed.is_set():
+                return
+            with self._lock:
+                if str(i) not in progress["scopes"]:
+                    progress["scopes"][str(i)] = _iteration_scope(s, items, i)
+                    self._trace("loop_iteration", node=p, iteration=i)
+                own = progress["scopes"][str(i)]
+            try:
+                self._run_graph(n.body, _Scope(scope, own, {}, frozenset()), f"{p}[{i}]/")
+            except BaseException:
+                failed.set()
+                raise
+            with self._lock:
+                progress["done"].append(i)
+                self._save()
+
+        todo = [i for i in range(count) if i not in progress["done"]]
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            for future in [pool.submit(iteration, i) for i in todo]:
+                future.result()
+        with self._lock:
+            collected = {out: [progress["scopes"][str(i)].get(var) for i in range(count)]
+                         for out, var in s.get("collect", {}).items()}
+        self._finish(n, path, scope, collected, started, iterations=count, capped=len(items) > cap)
+
 
 class _Scope(MutableMapping):
     """A loop iteration's variables: reads fall back to the enclosing scope; writes stay in
@@ -508,6 +553,10 @@ class _Scope(MutableMapping):
 
     def __len__(self) -> int:
         return len(set(self.outer) | set(self.own))
+
+
+def _iteration_scope(s: dict, items: list, i: int) -> dict:
+    return {s.get("as", "item"): items[i], s.get("index", "index"): i}
 
 
 def _first_line(text: str) -> str:

@@ -82,7 +82,7 @@ def mermaid(program: Program, trace: list[dict], max_iterations: int = 12) -> st
         shape = ('{{"', '"}}') if n.kind == "branch" else (('(["', '"])') if n.kind == "answer" else ('["', '"]'))
         return f"{indent}{_mid(path)}{shape[0]}{label}{shape[1]}:::{status}"
 
-    def body_lines(loop_path: str, body: Program, iterations: int) -> None:
+    def body_lines(loop_path: str, body: Program, iterations: int, sequential: bool) -> None:
         for i in range(min(iterations, max_iterations)):
             prefix = f"{loop_path}[{i}]/"
             lines.append(f'    subgraph {_mid(prefix)}["iteration {i}"]')
@@ -95,7 +95,7 @@ def mermaid(program: Program, trace: list[dict], max_iterations: int = 12) -> st
                 arrow = f"-. {label} .->" if label else "-->"
                 lines.append(f"        {_mid(prefix + a)} {arrow} {_mid(prefix + b)}")
             lines.append("    end")
-            if i:
+            if i and sequential:  # carried variables chain the iterations; otherwise they are independent
                 lines.append(f"    {_mid(f'{loop_path}[{i - 1}]/')} --> {_mid(prefix)}")
         if iterations > max_iterations:
             lines.append(f'    {_mid(loop_path + "_more")}["... {iterations - max_iterations} more"]')
@@ -103,7 +103,8 @@ def mermaid(program: Program, trace: list[dict], max_iterations: int = 12) -> st
     for n in program.nodes:
         lines.append(node_line(n.id, n, info[n.id]["detail"], info[n.id]["status"], "    "))
         if n.kind == "loop" and n.body is not None and n.id in ends:
-            body_lines(n.id, n.body, int(ends[n.id].get("iterations", 0)))
+            body_lines(n.id, n.body, int(ends[n.id].get("iterations", 0)),
+                       bool(n.spec.get("carry")) or "until" in n.spec)
             if ends[n.id].get("iterations"):
                 lines.append(f"    {_mid(n.id)} -.-> {_mid(n.id + '[0]/')}")
     for a, b, label in _edges(program):

@@ -111,6 +111,12 @@ def test_loops_for_each_with_carry_and_collect(tmp_path):
     assert result.model_calls == 4 + 3  # a last letter per word, a join per word after the first
     taken = [e["taken"] for e in events(tmp_path, "branch")]
     assert taken == ["then", "else", "else", "else"]
+    from loom.reason.render import mermaid, read_trace
+
+    picture = mermaid(program, read_trace(tmp_path / "trace.jsonl"))
+    assert "n_each_word_0__ --> n_each_word_1__" in picture  # carried letters chain the iterations
+    assert 'n_each_word_1__join["join (model)<br/>letters = rg"]:::done' in picture
+    assert 'n_each_word_0__join["join (model)"]:::skipped' in picture
 
 
 def test_until_loop_stops_at_its_cap(tmp_path):
@@ -250,3 +256,46 @@ def test_generation_settings_reach_the_backend():
         {"id": "answer", "kind": "answer", "value": "{o}"}]})
     Executor(Recording([(r"say (\S+)", lambda m: m.group(1))])).run(program, {})
     assert (seen[0].max_tokens, seen[0].temperature, seen[0].seed, tuple(seen[0].stop)) == (7, 0.5, 3, ("X",))
+
+
+MAP = {"name": "map", "inputs": ["xs"], "nodes": [
+    {"id": "each", "kind": "loop", "for_each": "xs", "as": "x", "collect": {"shouted": "loud"}, "body": [
+        {"id": "shout", "kind": "model", "prompt": "say {x}!", "output": "loud"}]},
+    {"id": "answer", "kind": "answer", "value": "{shouted}"}]}
+
+
+def test_for_each_without_carry_runs_its_iterations_at_once(tmp_path):
+    backend = echo_backend(delay=0.3)
+    started = time.monotonic()
+    result = Executor(backend, tmp_path, max_parallel=4).run(load_program(MAP), {"xs": ["a", "b", "c", "d"]})
+    elapsed = time.monotonic() - started
+    assert result.status == "done" and result.variables["shouted"] == ["a!", "b!", "c!", "d!"]  # item order
+    assert backend.peak_concurrency == 4 and elapsed < 2 * 0.3
+    from loom.reason.render import mermaid, read_trace
+
+    picture = mermaid(load_program(MAP), read_trace(tmp_path / "trace.jsonl"))
+    assert 'subgraph n_each_3__["iteration 3"]' in picture  # every iteration drawn...
+    assert "n_each_0__ --> n_each_1__" not in picture  # ... side by side: nothing chains them
+    capped = load_program({**MAP, "nodes": [{**MAP["nodes"][0], "max_iterations": 2}, MAP["nodes"][1]]})
+    assert Executor(echo_backend()).run(capped, {"xs": ["a", "b", "c"]}).variables["shouted"] == ["a!", "b!"]
+
+
+def test_a_parallel_loop_resumes_only_its_unfinished_iterations(tmp_path):
+    failing = {"left": 1}
+
+    def shout(m):
+        if m.group(1) == "c!" and failing["left"]:
+            failing["left"] -= 1
+            raise BackendError("timeout on c")
+        return m.group(1)
+
+    flaky = RuleBackend([(r"say (\S+)", shout)])
+    program = load_program(MAP)
+    failed = Executor(flaky, tmp_path, max_parallel=1).run(program, {"xs": ["a", "b", "c", "d"]})
+    assert failed.status == "error" and "timeout on c" in failed.error
+    done = json.loads((tmp_path / "state.json").read_text())["loops"]["each"]["done"]
+    assert sorted(done) == [0, 1]
+    backend = echo_backend()
+    resumed = Executor(backend, tmp_path).run(program, {"xs": ["a", "b", "c", "d"]}, resume=True)
+    assert resumed.status == "done" and resumed.variables["shouted"] == ["a!", "b!", "c!", "d!"]
+    assert sorted(backend.prompts) == ["say c!", "say d!"]
