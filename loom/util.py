@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -68,3 +69,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def cut_at_stop(text: str, stop: Sequence[str], skip_leading_whitespace: bool = False) -> str:
+    """`text` up to the first stop string; with `skip_leading_whitespace`, the first one after
+    the text's leading whitespace."""
+    start = len(text) - len(text.lstrip()) if skip_leading_whitespace else 0
+    cut = min((i for i in (text.find(s, start) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]

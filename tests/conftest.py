@@ -4,6 +4,9 @@ trained run on it, and shards of a dozen short documents for evaluation tests.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -34,6 +37,16 @@ TINY_TRAIN = [
     "train.ckpt_every=3",
     "train.lr=1e-2",
 ]
+
+
+def run_loom(*args, cwd, ok: bool | None = True) -> subprocess.CompletedProcess:
+    """The `loom` command as a user runs it, in a real subprocess. `ok`: whether it must succeed
+    (True) or fail (False); None checks nothing."""
+    result = subprocess.run([sys.executable, "-m", "loom", *args], capture_output=True, text=True, cwd=cwd,
+                            timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if ok is not None:
+        assert (result.returncode == 0) == ok, result.stderr[-3000:]
+    return result
 
 
 def tiny_overrides(root, name: str = "tiny", extra=()) -> list[str]:

@@ -1,22 +1,12 @@
 """The `loom` command end to end, as a user runs it: real subprocesses, real files."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from conftest import tiny_overrides
-
-LOOM = [sys.executable, "-m", "loom"]
+from conftest import run_loom, tiny_overrides
 
 
 def loom(*args, cwd, check=True):
-    result = subprocess.run([*LOOM, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_loom(*args, cwd=cwd, ok=True if check else None)
 
 
 def sets(overrides):

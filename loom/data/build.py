@@ -121,23 +121,23 @@ def _clean_settings(cfg) -> dict:
     }
 
 
-_DECONTAMINATION_CACHE: dict[str, tuple[dict | None, list[str]]] = {}
+_DECONTAMINATION_CACHE: dict[str, tuple[dict | None, object]] = {}
 
 
-def _decontamination(cfg) -> tuple[dict | None, list[str]]:
-    """(settings with a digest of the n-grams, or None when off; the sorted n-grams) of the
-    evaluation items no training document may share (`loom.eval.contamination`), computed once
-    per process."""
+def _decontamination(cfg) -> tuple[dict | None, object]:
+    """(settings with a digest of the n-grams, or None when off; a `ContaminationIndex` of them,
+    or None) for the evaluation items no training document may share
+    (`loom.eval.contamination`), computed once per process."""
     if not cfg.data.decontaminate:
-        return None, []
+        return None, None
     key = json.dumps([cfg.data.decontaminate, cfg.data.decontaminate_ngram, asdict(cfg.eval)], sort_keys=True)
     if key not in _DECONTAMINATION_CACHE:
-        from loom.eval.contamination import item_texts, ngrams
+        from loom.eval.contamination import ContaminationIndex, item_texts, ngrams
 
         grams = sorted(ngrams(item_texts(cfg.data.decontaminate, cfg.eval), cfg.data.decontaminate_ngram))
         settings = {"suites": cfg.data.decontaminate, "ngram": cfg.data.decontaminate_ngram, "ngrams": len(grams),
                     "digest": hashlib.sha256("\n".join(grams).encode()).hexdigest()}
-        _DECONTAMINATION_CACHE[key] = (settings, grams)
+        _DECONTAMINATION_CACHE[key] = (settings, ContaminationIndex(grams))
     return _DECONTAMINATION_CACHE[key]
 
 
@@ -230,11 +230,8 @@ def run_task(cfg, work: Path, index: int) -> dict:
             "c4_lines_removed": 0, "unreadable": 0, "unreadable_list": [], "dropped_by_domain": Counter(),
             "docs": []}  # per clean document: [domain, split, bytes]
     hashes, signatures = [], []
-    contaminated = None
-    if plan["settings"].get("decontaminate"):
-        from loom.eval.contamination import ContaminationIndex
-
-        contaminated = ContaminationIndex(_decontamination(cfg)[1]).contains
+    index = _decontamination(cfg)[1] if plan["settings"].get("decontaminate") else None
+    contaminated = index.contains if index is not None else None
     suffix = f".tmp-{os.getpid()}"
     docs_tmp = docs_path.with_name(docs_path.name + suffix)
     with open(docs_tmp, "wb") as raw:

@@ -37,10 +37,11 @@ def bits_per_byte(lm: LoomLM, shard_dir: str | os.PathLike, split: str = "val",
             t["docs"] += 1
         pending.clear()
 
+    taken: dict[str, int] = defaultdict(int)  # bytes of the documents chosen so far, per domain
     for ids, n_bytes, domain in iter_documents(shard_dir, split):
-        if n_bytes == 0 or (max_bytes_per_domain is not None and totals[domain]["bytes"] + sum(
-                p[1] for p in pending if p[2] == domain) >= max_bytes_per_domain):
+        if n_bytes == 0 or (max_bytes_per_domain is not None and taken[domain] >= max_bytes_per_domain):
             continue
+        taken[domain] += n_bytes
         pending.append((ids.tolist(), n_bytes, domain))
         if len(pending) >= batch_docs:
             flush()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from loom.model import GPT, KVCache
 from loom.model.generate import sample_next
 from loom.tokenizer import Tokenizer
+from loom.util import cut_at_stop
 
 
 class LoomLM:
@@ -56,21 +57,24 @@ class LoomLM:
 
     # --- scoring -------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def _forward_nll(self, windows: list[list[int]]) -> list[np.ndarray]:
-        """Per-position NLL of tokens 1.. of each window (a list of ids of at most max_len), run
-        in batches of similar length, right-padded (causal attention never looks right)."""
-        out: list[np.ndarray | None] = [None] * len(windows)
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+    def _padded_batches(self, seqs: list[list[int]]):
+        """Yields (indices into `seqs`, the model's logits (B, T-1, V) for those sequences) in
+        batches of similar length, right-padded (causal attention never looks right)."""
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         for b in range(0, len(order), self.batch_size):
             chunk = order[b : b + self.batch_size]
-            width = max(len(windows[i]) for i in chunk)
+            width = max(len(seqs[i]) for i in chunk)
             ids = torch.full((len(chunk), width), self.tok.eos_id, dtype=torch.long)
             for row, i in enumerate(chunk):
-                ids[row, : len(windows[i])] = torch.tensor(windows[i])
-            ids = ids.to(self.device)
-            logits = self.model(ids[:, :-1])  # (B, T-1, V)
-            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
+            yield chunk, self.model(ids[:, :-1].to(self.device)), ids
+
+    @torch.no_grad()
+    def _forward_nll(self, windows: list[list[int]]) -> list[np.ndarray]:
+        """Per-position NLL of tokens 1.. of each window (a list of ids of at most max_len)."""
+        out: list[np.ndarray | None] = [None] * len(windows)
+        for chunk, logits, ids in self._padded_batches(windows):
+            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:].to(logits.device), reduction="none")  # (B, T-1)
             nll = nll.double().cpu().numpy()
             for row, i in enumerate(chunk):
                 out[i] = nll[row, : len(windows[i]) - 1]
@@ -113,14 +117,8 @@ class LoomLM:
             ids, n_cont = self._pair_ids(context, continuation)
             items.append((ids[-(self.max_len + 1) :], n_cont))  # max_len inputs predict max_len tokens
         results: list[tuple[float, bool] | None] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-        for b in range(0, len(order), self.batch_size):
-            chunk = order[b : b + self.batch_size]
-            width = max(len(items[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), width), self.tok.eos_id, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, : len(items[i][0])] = torch.tensor(items[i][0])
-            logprobs = torch.log_softmax(self.model(ids[:, :-1].to(self.device)), dim=-1).cpu()  # (B, T-1, V)
+        for chunk, logits, _ in self._padded_batches([seq for seq, _ in items]):
+            logprobs = torch.log_softmax(logits, dim=-1).cpu()  # (B, T-1, V)
             for row, i in enumerate(chunk):
                 seq, n_cont = items[i]
                 n_cont = min(n_cont, len(seq) - 1)
@@ -193,14 +191,6 @@ def sliding_windows(n: int, max_len: int) -> list[tuple[int, int]]:
         windows.append((start, scored_until - start))
         scored_until = end
     return windows
-
-
-def cut_at_stop(text: str, stop: Sequence[str], skip_leading_whitespace: bool = False) -> str:
-    """`text` up to the first stop string; with `skip_leading_whitespace`, the first one after
-    the text's leading whitespace."""
-    start = len(text) - len(text.lstrip()) if skip_leading_whitespace else 0
-    cut = min((i for i in (text.find(s, start) for s in stop if s) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def nats_to_bits(nats: float) -> float:

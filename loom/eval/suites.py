@@ -545,195 +545,65 @@ class _Story:
 
 # Each step renders its sentence and applies itself to the state; `_quantity_steps` and
 # `_list_steps` offer only the steps that keep the state a small non-negative count or a non-empty
-# short list, so every story is well defined.
+# short list, so every story is well defined. (Random numbers are drawn in a fixed order, so a
+# seed always gives the same problems.)
 
 
 @dataclass(frozen=True)
-class _Gain:
-    k: int
-
-    def text(self, s: _Story) -> str:
-        return f"{s.person.subject} buys {self.k} more {s.thing}."
-
-    def apply(self, v: int) -> int:
-        return v + self.k
+class _Step:
+    text: Callable  # quantity steps: (story) -> sentence; list steps: () -> sentence
+    apply: Callable  # quantity steps: count -> new count; list steps: edits the list in place
 
 
-@dataclass(frozen=True)
-class _BuyPacks:
-    packs: int
-    each: int
-
-    def text(self, s: _Story) -> str:
-        return f"{s.person.subject} buys {self.packs} {s.container} of {self.each} {s.thing} each."
-
-    def apply(self, v: int) -> int:
-        return v + self.packs * self.each
-
-
-@dataclass(frozen=True)
-class _Receive:
-    k: int
-
-    def text(self, s: _Story) -> str:
-        return f"{s.other.name} gives {s.person.object} {self.k} {s.thing}."
-
-    def apply(self, v: int) -> int:
-        return v + self.k
-
-
-@dataclass(frozen=True)
-class _GiveAway:
-    k: int
-
-    def text(self, s: _Story) -> str:
-        return f"{s.person.subject} gives {self.k} {s.thing} to {s.other.name}."
-
-    def apply(self, v: int) -> int:
-        return v - self.k
-
-
-@dataclass(frozen=True)
-class _Lose:
-    k: int
-
-    def text(self, s: _Story) -> str:
-        return f"{s.person.subject} loses {self.k} {s.thing}."
-
-    def apply(self, v: int) -> int:
-        return v - self.k
-
-
-@dataclass(frozen=True)
-class _Halve:
-    def text(self, s: _Story) -> str:
-        return f"{s.person.subject} loses half of {s.person.possessive} {s.thing}."
-
-    def apply(self, v: int) -> int:
-        return v // 2
-
-
-@dataclass(frozen=True)
-class _Double:
-    def text(self, s: _Story) -> str:
-        return f"{s.person.subject} doubles the number of {s.thing} {s.person.subject.lower()} has."
-
-    def apply(self, v: int) -> int:
-        return v * 2
-
-
-def _quantity_steps(rng: random.Random, v: int) -> list:
-    steps: list = [
-        _Gain(rng.randint(2, 12)),
-        _BuyPacks(rng.randint(2, 5), rng.randint(2, 6)),
-        _Receive(rng.randint(2, 9)),
+def _quantity_steps(rng: random.Random, v: int) -> list[_Step]:
+    gain, packs, each, received = rng.randint(2, 12), rng.randint(2, 5), rng.randint(2, 6), rng.randint(2, 9)
+    steps = [
+        _Step(lambda s: f"{s.person.subject} buys {gain} more {s.thing}.", lambda n: n + gain),
+        _Step(lambda s: f"{s.person.subject} buys {packs} {s.container} of {each} {s.thing} each.",
+              lambda n: n + packs * each),
+        _Step(lambda s: f"{s.other.name} gives {s.person.object} {received} {s.thing}.", lambda n: n + received),
     ]
     if v >= 2:
-        steps += [_GiveAway(rng.randint(2, min(v, 15))), _Lose(rng.randint(2, min(v, 15)))]
+        given, lost = rng.randint(2, min(v, 15)), rng.randint(2, min(v, 15))
+        steps += [_Step(lambda s: f"{s.person.subject} gives {given} {s.thing} to {s.other.name}.",
+                        lambda n: n - given),
+                  _Step(lambda s: f"{s.person.subject} loses {lost} {s.thing}.", lambda n: n - lost)]
     if v >= 2 and v % 2 == 0:
-        steps.append(_Halve())
+        steps.append(_Step(lambda s: f"{s.person.subject} loses half of {s.person.possessive} {s.thing}.",
+                           lambda n: n // 2))
     if 0 < v <= 40:
-        steps.append(_Double())
+        steps.append(_Step(lambda s: f"{s.person.subject} doubles the number of {s.thing} "
+                                     f"{s.person.subject.lower()} has.", lambda n: n * 2))
     return steps
 
 
-@dataclass(frozen=True)
-class _Append:
-    k: int
-
-    def text(self) -> str:
-        return f"Append {self.k}."
-
-    def apply(self, xs: list[int]) -> None:
-        xs.append(self.k)
+def _add_to_each(xs: list[int], k: int) -> None:
+    xs[:] = [x + k for x in xs]
 
 
-@dataclass(frozen=True)
-class _Prepend:
-    k: int
-
-    def text(self) -> str:
-        return f"Insert {self.k} at the front."
-
-    def apply(self, xs: list[int]) -> None:
-        xs.insert(0, self.k)
+def _double_each(xs: list[int]) -> None:
+    xs[:] = [2 * x for x in xs]
 
 
-@dataclass(frozen=True)
-class _RemoveFirst:
-    def text(self) -> str:
-        return "Remove the first item."
-
-    def apply(self, xs: list[int]) -> None:
-        del xs[0]
+def _swap_ends(xs: list[int]) -> None:
+    xs[0], xs[-1] = xs[-1], xs[0]
 
 
-@dataclass(frozen=True)
-class _RemoveLast:
-    def text(self) -> str:
-        return "Remove the last item."
-
-    def apply(self, xs: list[int]) -> None:
-        xs.pop()
-
-
-@dataclass(frozen=True)
-class _Reverse:
-    def text(self) -> str:
-        return "Reverse the list."
-
-    def apply(self, xs: list[int]) -> None:
-        xs.reverse()
-
-
-@dataclass(frozen=True)
-class _Sort:
-    def text(self) -> str:
-        return "Sort the list from smallest to largest."
-
-    def apply(self, xs: list[int]) -> None:
-        xs.sort()
-
-
-@dataclass(frozen=True)
-class _AddToEach:
-    k: int
-
-    def text(self) -> str:
-        return f"Add {self.k} to every item."
-
-    def apply(self, xs: list[int]) -> None:
-        for i in range(len(xs)):
-            xs[i] += self.k
-
-
-@dataclass(frozen=True)
-class _DoubleEach:
-    def text(self) -> str:
-        return "Double every item."
-
-    def apply(self, xs: list[int]) -> None:
-        for i in range(len(xs)):
-            xs[i] *= 2
-
-
-@dataclass(frozen=True)
-class _SwapEnds:
-    def text(self) -> str:
-        return "Swap the first and last items."
-
-    def apply(self, xs: list[int]) -> None:
-        xs[0], xs[-1] = xs[-1], xs[0]
-
-
-def _list_steps(rng: random.Random, xs: list[int]) -> list:
-    steps: list = [_Reverse(), _Sort(), _AddToEach(rng.randint(1, 5))]
+def _list_steps(rng: random.Random, xs: list[int]) -> list[_Step]:
+    added = rng.randint(1, 5)
+    steps = [_Step(lambda: "Reverse the list.", list.reverse),
+             _Step(lambda: "Sort the list from smallest to largest.", list.sort),
+             _Step(lambda: f"Add {added} to every item.", lambda xs: _add_to_each(xs, added))]
     if len(xs) < 8:
-        steps += [_Append(rng.randint(0, 9)), _Prepend(rng.randint(0, 9))]
+        appended, front = rng.randint(0, 9), rng.randint(0, 9)
+        steps += [_Step(lambda: f"Append {appended}.", lambda xs: xs.append(appended)),
+                  _Step(lambda: f"Insert {front} at the front.", lambda xs: xs.insert(0, front))]
     if len(xs) >= 2:
-        steps += [_RemoveFirst(), _RemoveLast(), _SwapEnds()]
+        steps += [_Step(lambda: "Remove the first item.", lambda xs: xs.pop(0)),
+                  _Step(lambda: "Remove the last item.", list.pop),
+                  _Step(lambda: "Swap the first and last items.", _swap_ends)]
     if max(xs) <= 40:
-        steps.append(_DoubleEach())
+        steps.append(_Step(lambda: "Double every item.", _double_each))
     return steps
 
 

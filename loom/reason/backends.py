@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.errors import LoomError
+from loom.util import cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,6 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """`text` up to (not including) the first occurrence of any stop string."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def _words(text: str) -> int:

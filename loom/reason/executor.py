@@ -223,8 +223,6 @@ class Executor:
         assert state is not None
         deps = program.dependencies()
         arms = program.arms()
-        for node_id, (branch, _) in arms.items():
-            deps[node_id].add(branch)  # an arm waits for its branch's decision
         producers = program.producers()
         path = {n.id: f"{prefix}{n.id}" for n in program.nodes}
         running: dict[Future, list[Node]] = {}
@@ -357,7 +355,7 @@ class Executor:
         keys = [hashlib.sha256(json.dumps([self.backend.name, p, asdict(settings)], default=str).encode()).hexdigest()
                 for p in prompts]
         results: list[Completion | None] = [None] * len(prompts)
-        todo = []
+        todo, asked = [], set()
         with self._lock:
             for i, key in enumerate(keys):
                 if key in state.cache:
@@ -365,9 +363,8 @@ class Executor:
                     results[i] = Completion(text, pt, ct)
                     state.cache_hits += 1
                     self._trace("model_call", node=nodes[i], prompt=prompts[i], response=text, cached=True)
-                elif key in {keys[j] for j in todo}:
-                    pass  # the same prompt twice in one batch: asked once, copied below
-                else:
+                elif key not in asked:  # the same prompt twice in one batch is asked once, copied below
+                    asked.add(key)
                     todo.append(i)
         if todo:
             started = time.time()
@@ -465,9 +462,7 @@ class Executor:
                 break
             with self._lock:
                 if progress.get("scope") is None:  # a new iteration (else: one cut short, resumed)
-                    own = {**progress["carry"], s.get("index", "index"): i}
-                    if items is not None:
-                        own[s.get("as", "item")] = items[i]
+                    own = {**progress["carry"], **_iteration_scope(s, items, i)}
                     progress["scope"], progress["next"] = own, {}
                     self._trace("loop_iteration", node=p, iteration=i)
                 # the iteration's variables live in the saved state, so a resume finds them
@@ -555,8 +550,12 @@ class _Scope(MutableMapping):
         return len(set(self.outer) | set(self.own))
 
 
-def _iteration_scope(s: dict, items: list, i: int) -> dict:
-    return {s.get("as", "item"): items[i], s.get("index", "index"): i}
+def _iteration_scope(s: dict, items: list | None, i: int) -> dict:
+    """Iteration i's own loop variables: its index, and its item for a for_each loop."""
+    own = {s.get("index", "index"): i}
+    if items is not None:
+        own[s.get("as", "item")] = items[i]
+    return own
 
 
 def _first_line(text: str) -> str:

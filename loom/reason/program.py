@@ -141,13 +141,17 @@ class Program:
         return read - written
 
     def dependencies(self) -> dict[str, set[str]]:
-        """node id -> ids of the nodes it waits for. In a loop body a carried variable reads as
-        the value the iteration started with, so reading it waits for nobody."""
+        """node id -> ids of the nodes it waits for: the producers of what it reads, its `after`,
+        and, in a branch arm, the branch. In a loop body a carried variable reads as the value
+        the iteration started with, so reading it waits for nobody."""
         producers = self.producers()
+        arms = self.arms()
         deps = {}
         for n in self.nodes:
             wanted = {p for var in n.reads() - self.carried for p in producers.get(var, []) if p != n.id}
             wanted |= set(n.spec.get("after", []))
+            if n.id in arms:
+                wanted.add(arms[n.id][0])
             deps[n.id] = wanted
         return deps
 
@@ -367,8 +371,6 @@ def _check_reachable(program: Program, where: str) -> None:
         raise ProgramError(f"{where}: no answer node; add {{\"id\": \"answer\", \"kind\": \"answer\", "
                            "\"value\": \"{...}\"}")
     deps = program.dependencies()
-    for node_id, (branch, _) in arms.items():
-        deps[node_id].add(branch)  # a node in an arm runs only as its branch decides
     useful, todo = set(answers), list(answers)
     while todo:
         for dep in deps[todo.pop()]:

@@ -62,7 +62,8 @@ def _edges(program: Program) -> list[tuple[str, str, str]]:
     edges = []
     for node_id, deps in program.dependencies().items():
         for d in sorted(deps):
-            edges.append((d, node_id, ""))
+            if arms.get(node_id, ("",))[0] != d:  # the branch edge is drawn below, with its arm
+                edges.append((d, node_id, ""))
     for node_id, (branch, arm) in arms.items():
         edges.append((branch, node_id, arm))
     return edges
@@ -129,8 +130,6 @@ def _mid(node_id: str) -> str:
 
 def _layers(program: Program) -> dict[str, int]:
     deps = program.dependencies()
-    for node_id, (branch, _) in program.arms().items():
-        deps[node_id].add(branch)
     layer: dict[str, int] = {}
 
     def depth(node_id: str) -> int:

@@ -4,25 +4,16 @@ clear errors; through the real command line."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_loom
 from loom.errors import LoomError
 from loom.eval.run import compare_runs, resolve_suites, suite_names
 from loom.eval.suites import SUITES
 
-LOOM = [sys.executable, "-m", "loom"]
-
-
-def loom(*args, cwd, ok=True):
-    result = subprocess.run([*LOOM, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert (result.returncode == 0) == ok, result.stderr[-3000:]
-    return result
+loom = run_loom  # the command line, in a subprocess
 
 
 def test_suite_names_and_groups():

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-LOOM = [sys.executable, "-m", "loom"]
+from conftest import run_loom
 
-
-def loom(*args, cwd, ok=True):
-    result = subprocess.run([*LOOM, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert (result.returncode == 0) == ok, result.stderr[-3000:]
-    return result
+loom = run_loom  # the command line, in a subprocess
 
 
 def test_reason_ask_and_eval_on_a_loom_checkpoint(tiny_run, tmp_path):
