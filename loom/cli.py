@@ -16,6 +16,22 @@ from pathlib import Path
 from loom.errors import ConfigError, LoomError
 
 
+def _at_least(low: float, kind=int):
+    """An argparse type: a number of `kind` that is `low` or more."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value >= low:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {low} or more, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="quickstart", help="TOML file or preset name (default: quickstart)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -118,19 +134,26 @@ def cmd_train(args) -> None:
 
     summary = train(_load(args), resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report, not one per process
+        if summary["already_complete"]:
+            print(f"run already complete at step {summary['steps']} (trained earlier): validation loss "
+                  f"{summary['first_val_loss']:.4f} -> {summary['final_val_loss']:.4f}; run in {summary['run_dir']}")
+            return
         state = "stopped after" if summary["interrupted"] else "trained"
         print(f"{state} {summary['steps']} steps: validation loss {summary['final_val_loss']:.4f}; "
               f"run in {summary['run_dir']}")
 
 
 def cmd_sample(args) -> None:
-    from loom.config import SampleConfig
+    from loom.config import SampleConfig, check_sampling
     from loom.pipeline import sample_from_run
 
     settings = SampleConfig(prompt=args.prompt, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    print(args.prompt, end="", flush=True)
-    for piece in sample_from_run(args.run, args.prompt, settings, seed=args.seed, device=args.device):
+    check_sampling(settings, lambda key: "--" + key.replace("_", "-"))
+    pieces = sample_from_run(args.run, args.prompt, settings, seed=args.seed, device=args.device,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(args.prompt, end="", flush=True)  # only once the run has loaded: errors come first
+    for piece in pieces:
         print(piece, end="", flush=True)
     print()
 
@@ -166,6 +189,9 @@ def cmd_eval(args) -> int:
         return 0
     if words:
         raise LoomError(f"unknown eval command {words[0]!r}: use compare, emit or harness, or --run RUN --suite NAME")
+    from loom.util import torch_device
+
+    torch_device(args.device)
     if not args.run:
         raise LoomError("loom eval needs --run RUN (a run directory), e.g. loom eval --run runs/quickstart "
                         f"--suite all; suites: {', '.join(['all', 'reasoning', *suite_names()])}")
@@ -196,6 +222,9 @@ def _eval_emit(args) -> int:
 
 def _backend(args):
     from loom.reason import make_backend
+    from loom.util import torch_device
+
+    torch_device(args.device)  # a device that is not here is refused before any model loads
 
     return make_backend(args.backend, **({"device": args.device} if args.backend.startswith(("loom:", "hf:")) else {}))
 
@@ -216,7 +245,12 @@ def cmd_reason_ask(args) -> int:
     workdir = args.workdir or _default_workdir("reason")
     result = solve(args.question, _backend(args), args.strategy, program, workdir, rag_index=args.rag, k=args.k,
                    samples=args.samples, budget=_budget(args), max_parallel=args.parallel, resume=args.resume)
-    print(result["answer"] if result["answer"] is not None else f"(no answer: {result['status']})")
+    plan = result.get("plan")
+    if plan and plan["fallback"]:
+        print(f"[loom] the planner got no sub-questions from the model in {plan['attempts']} attempt(s); "
+              "the question was asked directly", file=sys.stderr)
+    if result["status"] == "done":
+        print(result["answer"])
     detail = f"; {result['error'] or result['budget']}" if result["error"] or result["budget"] else ""
     print(f"[loom] {result['status']}{detail}: {result['model_calls']} model calls, {result['tokens']} tokens, "
           f"{result['seconds']:.1f}s; trace {workdir}/trace.jsonl, picture {workdir}/graph.html", file=sys.stderr)
@@ -291,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Runs task TASK of the plan in data.dir/clean.work/, which `loom data build "
                                     "--executor slurm` writes; a finished task is not run again.")
     _config_args(p)
-    p.add_argument("--task", type=int, required=True, help="the task's index in the plan")
+    p.add_argument("--task", type=_at_least(0), required=True, help="the task's index in the plan")
     p.set_defaults(func=cmd_data_run_task)
     p = data.add_parser("card", help="print the data card of a run or data directory")
     p.add_argument("target", help="a run directory (runs/NAME) or a data directory (data/NAME)")
@@ -335,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flops", type=float, help="training FLOPs to spend")
     p.add_argument("--tokens", type=float, help="tokens to train the config's model on")
     p.add_argument("--device", default="h100", help="device name, e.g. h100, h200, a100, l4 (default: h100)")
-    p.add_argument("--devices", type=int, default=1, help="number of devices (default 1)")
+    p.add_argument("--devices", type=_at_least(1), default=1, help="number of devices (default 1)")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization to assume (default 0.4)")
     p.add_argument("--peak-tflops", type=float, help="override the device's bf16 peak")
     p.add_argument("--price", type=float, help="override the price per device-hour")
@@ -356,14 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
                    help="override an eval setting, e.g. --set eval.items=100 (repeatable)")
     p.add_argument("--list", action="store_true", help="list the suites")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--out", help="emit: the JSONL file to write")
-    p.add_argument("--items", type=int, default=1000, help="emit: training items per suite (default 1000)")
+    p.add_argument("--items", type=_at_least(1), default=1000, help="emit: training items per suite (default 1000)")
     p.add_argument("--difficulty", type=int, help="emit: the difficulty (default: the suite's)")
     p.add_argument("--seed", type=int, default=0, help="emit: the seed (default 0)")
     p.add_argument("--tasks", help="harness: lm-eval task names, comma-separated")
     p.add_argument("--include-path", help="harness: a directory of extra lm-eval task YAML files")
-    p.add_argument("--limit", type=int, help="harness: at most this many documents per task")
+    p.add_argument("--limit", type=_at_least(1), help="harness: at most this many documents per task")
     p.set_defaults(func=cmd_eval)
 
     reason = sub.add_parser("reason", help="answer questions by running graphs of sub-questions against a model"
@@ -374,26 +408,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--backend", required=True,
                        help="loom:RUN_DIR | hf:MODEL_DIR | openai:BASE_URL[#model=NAME] (key from OPENAI_API_KEY)")
         p.add_argument("--program", help="a program JSON file, or a built-in program's name (graph strategy)")
-        p.add_argument("--samples", type=int, default=5, help="self-consistency: chains of thought to vote over")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--samples", type=_at_least(1), default=5,
+                       help="self-consistency: chains of thought to vote over")
+        p.add_argument("--device", default="cpu", help="for loom: and hf: backends: cpu, cuda, cuda:N or mps")
         p.add_argument("--workdir", help="where state, trace and pictures go (default runs/reason/<time>)")
-        p.add_argument("--max-calls", type=int, default=0, help="budget: model calls (0: none)")
-        p.add_argument("--max-tokens", type=int, default=0, help="budget: tokens (0: none)")
-        p.add_argument("--max-seconds", type=float, default=0.0, help="budget: seconds (0: none)")
+        p.add_argument("--max-calls", type=_at_least(0), default=0, help="budget: model calls (0: none)")
+        p.add_argument("--max-tokens", type=_at_least(0), default=0, help="budget: tokens (0: none)")
+        p.add_argument("--max-seconds", type=_at_least(0, float), default=0.0, help="budget: seconds (0: none)")
         if name == "ask":
-            p.add_argument("question")
-            p.add_argument("--strategy", default="graph", choices=["direct", "cot", "sc", "graph"])
+            p.add_argument("question", help="the question, in quotes")
+            p.add_argument("--strategy", default="graph", choices=["direct", "cot", "sc", "graph"],
+                           help="direct: one call; cot: chain of thought; sc: self-consistency; "
+                                "graph: sub-questions planned by the model or --program (default)")
             p.add_argument("--rag", help="an index from `loom index build`: retrieved passages go into the prompts")
-            p.add_argument("--k", type=int, default=3, help="passages retrieved")
-            p.add_argument("--parallel", type=int, default=4, help="steps run at once")
+            p.add_argument("--k", type=_at_least(1), default=3, help="passages retrieved")
+            p.add_argument("--parallel", type=_at_least(1), default=4, help="steps run at once")
             p.add_argument("--resume", action="store_true", help="continue the run saved in --workdir")
             p.set_defaults(func=cmd_reason_ask)
         else:
-            p.add_argument("--suite", required=True)
+            p.add_argument("--suite", required=True, help="a generated suite (loom eval --list)")
             p.add_argument("--strategies", default="direct,cot,graph", help="comma-separated: direct, cot, sc, graph")
             p.add_argument("--difficulty", help="comma-separated difficulties (default: the suite's)")
-            p.add_argument("--items", type=int, default=20)
-            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--items", type=_at_least(1), default=20, help="test items per difficulty (default 20)")
+            p.add_argument("--seed", type=int, default=0, help="the seed the items are drawn with (default 0)")
             p.add_argument("--out", help="write the rows as JSON here too")
             p.set_defaults(func=cmd_reason_eval)
 
@@ -402,25 +439,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = index.add_parser("build", help="index a folder of documents or a loom corpus")
     p.add_argument("--dir", help="a folder of .txt / .md / .rst files")
     p.add_argument("--config", help="a loom config whose corpus (loom data build's clean stage) to index")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="with --config: override a setting (repeatable)")
     p.add_argument("--out", required=True, help="the index directory")
-    p.add_argument("--words", type=int, default=150, help="words per passage (default 150)")
+    p.add_argument("--words", type=_at_least(1), default=150, help="words per passage (default 150)")
     p.set_defaults(func=cmd_index_build)
     p = index.add_parser("search", help="the best passages for a query")
-    p.add_argument("index")
-    p.add_argument("query")
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("index", help="an index directory from `loom index build`")
+    p.add_argument("query", help="words to search for, in quotes")
+    p.add_argument("--k", type=_at_least(1), default=5, help="passages shown (default 5)")
     p.set_defaults(func=cmd_index_search)
 
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
-    p.add_argument("--prompt", default="def")
-    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--prompt", default="def", help="the text to continue (default: def)")
+    p.add_argument("--max-new-tokens", type=int, default=200,
+                   help="tokens to generate at most (default 200); past the model's context its window slides")
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     p.add_argument("--top-k", type=int, default=50, help="0 to disable")
     p.add_argument("--top-p", type=float, default=0.95, help="1.0 to disable")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.set_defaults(func=cmd_sample)
     return parser
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 import typing
@@ -24,7 +25,7 @@ import tomli_w
 from loom.data.dedup import DedupConfig
 from loom.data.execute import EXECUTORS, SlurmConfig
 from loom.data.quality import CodeQualityConfig, TextQualityConfig
-from loom.data.sources import KINDS, SourceConfig
+from loom.data.sources import KINDS, MARKUPS, SourceConfig, glob_problem
 from loom.errors import ConfigError
 from loom.model.gpt import ModelConfig
 from loom.tokenizer import MIN_VOCAB_SIZE
@@ -234,7 +235,8 @@ def resolve_config_path(source: str | Path) -> Path:
 
 def load_config(source: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> LoomConfig:
     """Reads a config file or preset (defaults only when None), applies `section.key=value`
-    overrides, and validates the result."""
+    overrides, and validates the result. Errors name where the bad key came from: the file, or
+    the `--set` that gave it."""
     raw: dict = {}
     where = "defaults"
     if source is not None:
@@ -244,16 +246,26 @@ def load_config(source: str | Path | None = None, overrides: typing.Sequence[str
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    set_by: dict[str, str] = {}  # dotted key -> the override that set it
     for item in overrides:
-        _apply_override(raw, item)
-    cfg = _build(LoomConfig, raw, where, "")
+        set_by[_apply_override(raw, item)] = item
+
+    def origin(key: str) -> str:
+        """The override that set `key` (or a table holding it), else the file."""
+        for dotted, item in set_by.items():
+            if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+                return f"--set {item}"
+        return where
+
+    cfg = _build(LoomConfig, raw, origin, "")
     if "vocab_size" not in raw.get("model", {}):
         cfg.model.vocab_size = cfg.tokenizer.vocab_size
-    validate(cfg, where)
+    validate(cfg, f"{where} with --set {', '.join(overrides)}" if overrides else where)
     return cfg
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _apply_override(raw: dict, item: str) -> str:
+    """Sets one `section.key=value` in `raw`; returns the dotted key."""
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) < 2 or not all(parts):
@@ -268,38 +280,63 @@ def _apply_override(raw: dict, item: str) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
     table[parts[-1]] = value
+    return ".".join(parts)
 
 
-def _build(cls, raw: dict, where: str, prefix: str):
+# What other projects call loom's settings (nanoGPT, Hugging Face configs, torchtitan): a key
+# of this table that is unknown gets its loom name suggested, when the section has that name.
+OTHER_NAMES = {
+    "width": "d_model", "n_embd": "d_model", "hidden_size": "d_model", "dim": "d_model", "d_embed": "d_model",
+    "n_layers": "n_layer", "num_layers": "n_layer", "num_hidden_layers": "n_layer", "layers": "n_layer",
+    "depth": "n_layer", "n_heads": "n_head", "num_heads": "n_head", "num_attention_heads": "n_head",
+    "heads": "n_head", "n_kv_heads": "n_kv_head", "num_key_value_heads": "n_kv_head",
+    "block_size": "max_seq_len", "context_length": "max_seq_len", "max_position_embeddings": "max_seq_len",
+    "vocab": "vocab_size", "learning_rate": "lr", "max_steps": "steps", "max_iters": "steps", "iters": "steps",
+    "batch_size": "micro_batch", "warmup": "warmup_steps", "warmup_iters": "warmup_steps",
+    "intermediate_size": "mlp_ratio", "rms_norm_eps": "norm_eps", "num_experts": "n_experts",
+    "num_experts_per_tok": "top_k",
+}
+
+
+def _suggest(key: str, names: list[str]) -> str | None:
+    alias = OTHER_NAMES.get(key.lower())
+    if alias in names:
+        return alias
+    close = difflib.get_close_matches(key, names, n=1) or difflib.get_close_matches(key.lower(), names, n=1)
+    return close[0] if close else None
+
+
+def _build(cls, raw: dict, origin, prefix: str):
+    """`origin(key)` says where a key came from, for the error message."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table of settings")
+        raise ConfigError(f"{origin(prefix.rstrip('.'))}: [{prefix.rstrip('.')}] must be a table of settings")
     values = {}
     for key, value in raw.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"{where}: unknown key {prefix}{key}{hint}")
-        values[key] = _convert(value, hints[key], where, f"{prefix}{key}")
+            close = _suggest(key, names)
+            hint = f"; did you mean {prefix}{close}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{origin(prefix + key)}: unknown key {prefix}{key}{hint}")
+        values[key] = _convert(value, hints[key], origin, f"{prefix}{key}")
     return cls(**values)
 
 
-def _convert(value, kind, where: str, key: str):
+def _convert(value, kind, origin, key: str):
     """Checks (and builds) a value against its annotated type: a dataclass, list[...],
     dict[str, ...] or a plain scalar type."""
     if dataclasses.is_dataclass(kind):
-        return _build(kind, value, where, f"{key}.")
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin is list:
+        return _build(kind, value, origin, f"{key}.")
+    origin_type, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin_type is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key} must be a list, not {type(value).__name__} {value!r}")
-        return [_convert(v, args[0], where, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+            raise ConfigError(f"{origin(key)}: {key} must be a list, not {type(value).__name__} {value!r}")
+        return [_convert(v, args[0], origin, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin_type is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key} must be a table, e.g. {{text = 0.6, code = 0.4}}")
-        return {k: _convert(v, args[1], where, f"{key}.{k}") for k, v in value.items()}
-    return _check_type(value, kind, where, key)
+            raise ConfigError(f"{origin(key)}: {key} must be a table, e.g. {{text = 0.6, code = 0.4}}")
+        return {k: _convert(v, args[1], origin, f"{key}.{k}") for k, v in value.items()}
+    return _check_type(value, kind, origin(key), key)
 
 
 def _check_type(value, kind, where: str, key: str):
@@ -340,7 +377,6 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         "train.eval_batches": cfg.train.eval_batches,
         "train.log_every": cfg.train.log_every,
         "train.ckpt_every": cfg.train.ckpt_every,
-        "sample.max_new_tokens": cfg.sample.max_new_tokens,
         "train.keep_last": cfg.train.keep_last,
         "health.spike_window": cfg.health.spike_window,
         "health.spike_patience": cfg.health.spike_patience,
@@ -355,8 +391,6 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
         "train.warmup_steps": cfg.train.warmup_steps,
         "train.weight_decay": cfg.train.weight_decay,
         "train.grad_clip": cfg.train.grad_clip,
-        "sample.temperature": cfg.sample.temperature,
-        "sample.top_k": cfg.sample.top_k,
         "train.keep_every": cfg.train.keep_every,
         "health.nonfinite_limit": cfg.health.nonfinite_limit,
         "health.loss_spike_zscore": cfg.health.loss_spike_zscore,
@@ -439,8 +473,29 @@ def validate(cfg: LoomConfig, where: str = "config") -> None:
              f"({e.humaneval_samples}); pass@k needs at least k samples")
     if cfg.data.decontaminate_ngram < 4:
         fail(f"data.decontaminate_ngram must be 4 or more (GPT-3 used 13), not {cfg.data.decontaminate_ngram}")
-    if not 0 < cfg.sample.top_p <= 1:
-        fail(f"sample.top_p must be in (0, 1], not {cfg.sample.top_p}")
+    try:
+        check_sampling(cfg.sample)
+    except ConfigError as e:
+        fail(str(e))
+
+
+MAX_NEW_TOKENS = 1_000_000  # a sample longer than this is a typo, not a wish
+
+
+def check_sampling(s: SampleConfig, name=lambda key: f"sample.{key}") -> None:
+    """Raises `ConfigError` for a sampling setting generation cannot use; `name(field)` is how
+    the message names the setting (`sample.top_p` in a config, `--top-p` on a command line)."""
+    if not isinstance(s.prompt, str):
+        raise ConfigError(f"{name('prompt')} must be text, not {s.prompt!r}")
+    if not 1 <= s.max_new_tokens <= MAX_NEW_TOKENS:
+        raise ConfigError(f"{name('max_new_tokens')} must be between 1 and {MAX_NEW_TOKENS:,}, not {s.max_new_tokens}")
+    if not (math.isfinite(s.temperature) and s.temperature >= 0):
+        raise ConfigError(f"{name('temperature')} must be 0 (greedy) or more, not {s.temperature}; "
+                          "0.7 to 1.0 samples usual text")
+    if s.top_k < 0:
+        raise ConfigError(f"{name('top_k')} must be 0 (off) or more, not {s.top_k}")
+    if not 0 < s.top_p <= 1:  # also refuses nan
+        raise ConfigError(f"{name('top_p')} must be in (0, 1] (1: off), not {s.top_p}")
 
 
 def _validate_data(cfg: LoomConfig, fail) -> None:
@@ -460,6 +515,12 @@ def _validate_data(cfg: LoomConfig, fail) -> None:
             fail(f"{key}.domain {source.domain!r} must be 'text' or 'code:LANGUAGE' (e.g. code:python)")
         if source.max_file_bytes <= 0 or source.max_files < 0:
             fail(f"{key}: max_file_bytes must be positive and max_files zero or more")
+        for globs in ("include", "exclude"):
+            for pattern in getattr(source, globs):
+                if problem := glob_problem(pattern):
+                    fail(f"{key}.{globs}: {problem}")
+        if source.markup and source.markup not in MARKUPS:
+            fail(f"{key}.markup {source.markup!r} is not known; use one of {', '.join(MARKUPS)}, or leave it empty")
     if cfg.data.executor not in EXECUTORS:
         fail(f"data.executor {cfg.data.executor!r} is not known; use one of {', '.join(EXECUTORS)}")
     if cfg.data.task_files <= 0 or cfg.data.task_bytes <= 0:

@@ -2,13 +2,16 @@
 
 Each check gives pass, warn, fail or skip, a detail and, when not a pass, how to fix it. The
 checks: Python and torch versions; CUDA and the driver; each visible device with its free memory
-and bf16 support; a matrix-product throughput test against the device's datasheet peak; GPU ECC
+and bf16 support; a matrix-product throughput test against the peak MFU is measured against
+(a GPU's datasheet figure, a CPU's theoretical rate: `loom.train.cost.peak_flops`); GPU ECC
 errors, retired pages and XID errors through NVML and the kernel log where available; under
 torchrun, an all-reduce that must add up exactly and its bandwidth; free space and write speed
 at the run directory against the checkpoints the run will keep; the data shards present and
 matching their manifest's checksums; the loader's throughput against what training will ask of
 it; and the config itself. Nothing here changes the machine: the write test writes one
-temporary file in the run directory and deletes it.
+temporary file in the run directory and deletes it, and off the datasheet table the
+matrix-product rate it measures is added to loom's per-machine record of measured peaks
+(`loom.train.cost.measured_peak`), as every training process adds its own.
 
 Does not own: fixing anything (each line says how), or the in-run guards (`loom.train.health`).
 """
@@ -55,7 +58,7 @@ def run_checks(config_source: str | None, overrides=(), quick: bool = False) -> 
 
     device = pick_device(cfg.train.device if cfg else "auto")
     checks += check_devices(device)
-    checks.append(check_matmul(device))
+    checks.append(check_matmul(device, cfg.train.dtype if cfg else "auto"))
     checks += check_nvml()
     checks.append(check_all_reduce(device))
     checks.append(check_sandbox())
@@ -125,21 +128,24 @@ def _available_ram() -> int:
     return 0
 
 
-def check_matmul(device: torch.device) -> Check:
-    from loom.train.cost import PEAK_TFLOPS, device_name, matmul_peak, table_key
+def check_matmul(device: torch.device, dtype: str = "auto") -> Check:
+    """A matrix product's rate here against the peak training measures MFU against. The peak
+    must be an upper bound: a measured rate above it means the peak is wrong here."""
+    from loom.train import cost
 
-    rate = matmul_peak(device)
-    if device.type == "cuda" and (key := table_key(device_name(device), PEAK_TFLOPS)):
-        share = rate / (PEAK_TFLOPS[key] * 1e12)
+    rate = cost.matmul_peak(device)
+    if device.type == "cuda" and (key := cost.table_key(cost.device_name(device), cost.PEAK_TFLOPS)):
+        share = rate / (cost.PEAK_TFLOPS[key] * 1e12)
         status = "pass" if share >= 0.5 else "warn"
         return Check("matmul", status, f"{rate / 1e12:.1f} TFLOP/s bf16, {share:.0%} of the {key.upper()} "
                                        f"datasheet peak", "" if status == "pass" else
                      "under half the datasheet peak: check clocks and power (nvidia-smi -q -d PERFORMANCE), "
                      "thermal throttling, or other processes on the GPU")
-    unit = "TFLOP/s bf16" if device.type == "cuda" else "GFLOP/s fp32"
-    scale = 1e12 if device.type == "cuda" else 1e9
-    return Check("matmul", "pass", f"{rate / scale:.1f} {unit} on {device_name(device)} (no datasheet figure: "
-                                   "MFU will be measured against this)")
+    best, count = cost.measured_peak(device)
+    peak, source = cost.peak_flops(device, dtype=dtype)
+    unit, scale = ("TFLOP/s bf16", 1e12) if device.type == "cuda" else ("GFLOP/s fp32", 1e9)
+    return Check("matmul", "pass", f"{rate / scale:.1f} {unit} now, best of {count} here {best / scale:.1f}; "
+                                   f"MFU is measured against {peak / scale:.1f} {unit.split()[0]}, the {source}")
 
 
 def check_nvml() -> list[Check]:
@@ -302,7 +308,7 @@ def check_data(cfg, quick: bool) -> list[Check]:
         batches += 1
     rate = batches * t.micro_batch * t.seq_len / (time.perf_counter() - start)
     device = pick_device(t.device)
-    peak, _ = peak_flops(device, cfg.cost.peak_tflops)
+    peak, _ = peak_flops(device, cfg.cost.peak_tflops, t.dtype)
     needed = peak * 0.6 / flops_per_token(cfg.model, t.seq_len)  # the most a process could train at 60% MFU
     status = "pass" if rate >= 2 * needed else "warn"
     detail = f"{rate:,.0f} tokens/s from one process; training needs at most ~{needed:,.0f} tokens/s"

@@ -1,4 +1,5 @@
-"""Small helpers every stage shares: crash-safe file writes and file checksums.
+"""Small helpers every stage shares: crash-safe file writes and file checksums, worker processes
+that end with their parent, and the removal of temporaries that killed processes left behind.
 
 A file is never half-written: it is written to a temporary name in the same directory,
 fsynced, renamed over the target, and the directory is fsynced so the rename survives a crash.
@@ -8,7 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import signal
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,3 +84,108 @@ def cut_at_stop(text: str, stop: Sequence[str], skip_leading_whitespace: bool = 
     start = len(text) - len(text.lstrip()) if skip_leading_whitespace else 0
     cut = min((i for i in (text.find(s, start) for s in stop if s) if i >= 0), default=len(text))
     return text[:cut]
+
+
+def torch_device(name: str):
+    """`name` ("cpu", "cuda", "cuda:1", "mps") as a torch device that exists here, or a
+    `ConfigError` saying which devices do."""
+    import torch
+
+    from loom.errors import ConfigError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not a device name; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise ConfigError(f"device {name!r}: this machine has {have}; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here; use cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {name!r}: loom runs on cpu, cuda or mps")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes that outlive their parent, and the temporaries of processes that were killed
+# ---------------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_OWNER_PID = re.compile(r"[-_]([0-9]{1,10})$")
+
+
+def end_with_parent(parent_pid: int, pdeathsig: bool = True, poll_s: float = 1.0) -> None:
+    """Makes this (worker) process end when `parent_pid`, the process that started it, ends,
+    however it ends (`kill -9` included); a process pool's `initializer`.
+
+    A daemon thread compares `os.getppid()` with `parent_pid` every `poll_s` seconds and exits
+    when they differ (an orphan is re-parented); this works everywhere. With `pdeathsig`, on
+    Linux, the kernel also sends SIGKILL the moment the parent goes (`prctl(PR_SET_PDEATHSIG)`),
+    even while this process runs C code that holds the GIL. That signal follows the *thread*
+    that forked this process, not the process: the pool must be made, used and shut down by one
+    thread (a `with` block in one function is); a pool that another thread goes on using after
+    the first one ended (a generator consumed from several threads) needs `pdeathsig=False`. If
+    the parent died before the request took effect, this process is an orphan already and exits."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl here (an unusual libc): the watcher below still ends us
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, dead but not yet reaped by its
+    parent, does not count)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux), or it ended just now: kill() said it was there
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X")
+
+
+def remove_leftovers(directory: str | os.PathLike, *patterns: str) -> list[Path]:
+    """Removes the files and directories in `directory` that match one of the glob `patterns`
+    and whose name ends in `-<pid>` or `_<pid>` of a process that no longer exists: temporaries
+    a killed process could not tidy up. Those of running processes (another build at work right
+    now) are left alone. Returns what was removed.
+
+    Pids are checked on this machine: a directory that several machines share must not be
+    written by processes on two of them at once (a pid of the other machine looks dead here). A
+    pid reused by an unrelated process keeps its leftover until that process ends too."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for pattern in patterns:
+        for path in sorted(directory.glob(pattern)):
+            owner = _OWNER_PID.search(path.name)
+            if owner is None or process_exists(int(owner.group(1))):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -1,9 +1,10 @@
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
-from loom.config import LoomConfig, load_config, presets
+from loom.config import PRESET_DIR, LoomConfig, load_config, presets
 from loom.errors import ConfigError
 
 
@@ -13,7 +14,9 @@ def test_presets_load_and_gpt2_shape():
     m = cfg.model
     assert (m.n_layer, m.n_head, m.d_model, cfg.train.seq_len) == (12, 12, 768, 1024)
     assert m.vocab_size == cfg.tokenizer.vocab_size
-    assert isinstance(load_config("quickstart"), LoomConfig)
+    quickstart = load_config("quickstart")
+    written = tomllib.loads((PRESET_DIR / "quickstart.toml").read_text())
+    assert isinstance(quickstart, LoomConfig) and quickstart.train.steps == written["train"]["steps"] != 1000
 
 
 def test_gpt2_preset_has_gpt2_small_parameter_count():
@@ -105,3 +108,29 @@ def test_cli_prints_message_without_traceback(tmp_path):
     debug = subprocess.run([sys.executable, "-m", "loom", "--debug", "train", "--set", "model.d_model=250"],
                            capture_output=True, text=True, cwd=tmp_path)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_errors_name_the_override_that_gave_the_bad_key(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config("quickstart", ["model.width=250"])
+    assert str(e.value) == "--set model.width=250: unknown key model.width; did you mean model.d_model?"
+    with pytest.raises(ConfigError, match=r"^--set train.steps=abc: train.steps must be int"):
+        load_config("quickstart", ["train.steps=abc"])
+    with pytest.raises(ConfigError, match=r"^--set data.sources=.*unknown key data.sources\[0\].kindd; did you mean "
+                                          r"data.sources\[0\].kind\?"):
+        load_config(None, ['data.sources=[{name="x", kindd="stdlib"}]'])
+    # a key from the file is the file's; a value checked after loading names the overrides too
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nn_layers = 2\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown key model.n_layers; did you mean model.n_layer\?"):
+        load_config(path, ["train.steps=5"])
+    with pytest.raises(ConfigError, match=r"quickstart.toml with --set model.d_model=250: model.d_model \(250\)"):
+        load_config("quickstart", ["model.d_model=250"])
+
+
+@pytest.mark.parametrize("other, ours", [("n_embd", "model.d_model"), ("hidden_size", "model.d_model"),
+                                         ("num_hidden_layers", "model.n_layer"), ("block_size", "model.max_seq_len"),
+                                         ("num_key_value_heads", "model.n_kv_head")])
+def test_other_projects_names_suggest_ours(other, ours):
+    with pytest.raises(ConfigError, match=rf"did you mean {ours}\?"):
+        load_config(None, [f"model.{other}=4"])

@@ -71,3 +71,26 @@ def test_collectives_under_torchrun(tiny_root):
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if "all-reduce" in line)
     assert line.startswith("PASS") and "2 ranks add up exactly" in line and "gloo" in line
+
+
+def test_the_matmul_check_names_the_peak_training_measures_mfu_against(tiny_root, tmp_path):
+    """doctor and training agree on the peak: with one shared measured record, the doctor's line
+    gives the same figure and source a training run on this machine reports."""
+    cache = tmp_path / "cache"
+    env_extra = {"LOOM_CACHE_DIR": str(cache)}
+    sets = [a for o in tiny_overrides(tiny_root, "doctor-peak") for a in ("--set", o)]
+    result = subprocess.run([sys.executable, "-m", "loom", "doctor", "--json", "--quick", *sets], cwd=tiny_root,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **env_extra})
+    matmul = checks_by_name(result)["matmul"]
+    assert matmul["status"] == "pass"
+    measure = ("import json, torch; from loom.train.cost import peak_flops; "
+               "print(json.dumps(peak_flops(torch.device('cpu'), dtype='float32')))")
+    peak, source = json.loads(subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True,
+                                             timeout=300, check=True,
+                                             env={**os.environ, "OMP_NUM_THREADS": "1", **env_extra}).stdout)
+    recorded = json.loads((cache / "peaks.json").read_text())
+    assert sum(entry["measurements"] for entry in recorded.values()) == 2  # the doctor's and the second process's
+    if source.startswith("theoretical"):  # the second measurement can only raise a measured best, not a theory
+        assert f"MFU is measured against {peak / 1e9:.1f} GFLOP/s, the {source}" in matmul["detail"]
+    assert "theoretical fp32 peak of " in matmul["detail"]

@@ -6,13 +6,14 @@ leaving files in `data.dir` that the next one reads:
 1. clean (`clean/`): every source's files are listed and grouped into tasks (`plan_tasks`);
    each task reads its files and normalizes each document, runs it through the quality rules
    (C4 notice lines removed first), scrubs secrets and PII, and hashes and MinHashes it. A task
-   writes its survivors (`tasks/NNNNN.jsonl.zst`), their hashes and signatures (`.npz`) and its
-   accounting, last, as its marker (`.json`). Tasks run on an executor (`loom.data.execute`:
-   a local process pool, Ray or Slurm); a killed build started again redoes only the tasks that
-   left no marker, and since a task's output depends only on its files, the result is the same
-   whatever ran the tasks, in whatever order.
+   writes its survivors (`tasks/NNNNN.jsonl.zst`), their hashes and signatures (`.npz`), their
+   shingle sets (`.shingles.npy`) and its accounting, last, as its marker (`.json`). Tasks run
+   on an executor (`loom.data.execute`: a local process pool, Ray or Slurm); a killed build
+   started again redoes only the tasks that left no marker, and since a task's output depends
+   only on its files, the result is the same whatever ran the tasks, in whatever order.
 2. dedup: exact and near duplicates are found across all sources at once (`loom.data.dedup`);
-   each cluster keeps its earliest document.
+   each cluster keeps its earliest document, and every near duplicate removed has an exact
+   Jaccard similarity of at least `dedup.min_jaccard` with it (its distribution goes to the card).
 3. tokenizer (`tokenizer.json`): trained on a hash-chosen sample of the kept training documents,
    unless one trained with the same settings on the same clean corpus is there already.
 4. shards (`shards/`): kept documents tokenized in parallel batches into packed shards; in the
@@ -26,12 +27,15 @@ Each stage is skipped when its inputs and settings are unchanged (fingerprints i
 manifest; the clean stage's covers each input file's size and modification time), and each
 stage writes into a work directory that replaces the old one whole, so an interrupted build never
 leaves a half-written dataset. Memory: one task's files per worker; the merge holds every kept
-document's hash and MinHash signature (16 + 4 x bands x rows bytes each: 464 bytes by default).
+document's hash and MinHash signature (16 + 4 x bands x rows bytes each: 656 bytes by default)
+and the band buckets they share, and memory-maps the shingle sets (4 bytes per distinct shingle
+on disk), reading only those of documents it compares.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -47,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from loom.data.dedup import content_hash, exact_duplicates, near_duplicates, signature
+from loom.data.dedup import ShingleSets, content_hash, exact_duplicates, jaccard_summary, near_duplicates, sketch
 from loom.data.documents import Document, hash_fraction, split_of
 from loom.data.normalize import normalize_text
 from loom.data.pii import scrub
@@ -57,7 +61,7 @@ from loom.data.sources import InputFile, SourceStats, Unreadable, list_inputs, r
 from loom.data.stdlib_corpus import stdlib_root
 from loom.errors import DataError
 from loom.tokenizer import Tokenizer, train_tokenizer, write_training_record
-from loom.util import atomic_write_text, fsync_dir
+from loom.util import atomic_write_text, fsync_dir, remove_leftovers
 
 CLEAN_FORMAT = "loom-clean/1"
 ENCODE_BATCH_DOCS = 256
@@ -85,14 +89,24 @@ def _digest(settings: dict) -> str:
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Swaps a finished temporary directory into place."""
+    """Swaps a finished temporary directory into place. The old one is set aside as
+    `.<name>.old-<pid>` and removed; a build killed in between leaves it for the next build's
+    `_remove_leftovers`."""
     fsync_dir(tmp)
     old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)  # our pid's: from a dead process that had it before us
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(directory: Path, *patterns: str) -> None:
+    """Removes the temporaries (named `...-<pid>`) that builds killed part way left in
+    `directory`; those of builds running now are left alone."""
+    for path in remove_leftovers(directory, *patterns):
+        _log(f"removed {path}, left by a process that no longer exists")
 
 
 def _progress(desc: str):
@@ -111,7 +125,7 @@ def _clean_settings(cfg) -> dict:
         "format": CLEAN_FORMAT,
         "sources": [asdict(s) for s in cfg.data.sources],
         "quality": asdict(cfg.quality),
-        "dedup": asdict(cfg.dedup),
+        "dedup": asdict(cfg.dedup) | {"rensa": importlib.metadata.version("rensa")},  # its hashes make the sketches
         "scrub_pii": cfg.data.scrub_pii,
         "val_fraction": cfg.data.val_fraction,
         "python": platform.python_version(),
@@ -179,7 +193,8 @@ def plan_tasks(cfg) -> dict:
 
 
 def _clean_one(doc: Document, cfg, contaminated=None) -> tuple:
-    """(status, reason or cleaned document, redactions, notice lines removed, hash, signature).
+    """(status, reason or cleaned document, redactions, notice lines removed, hash, sketch: the
+    MinHash signature and shingle set, or None without near dedup).
     `contaminated(text)`: whether the text shares an n-gram with an evaluation item."""
     text = normalize_text(doc.text)
     if not text.strip():
@@ -190,7 +205,7 @@ def _clean_one(doc: Document, cfg, contaminated=None) -> tuple:
             reason = code_rejection(text, doc.domain.split(":", 1)[1], cfg.quality.code)
         else:
             text, removed = c4_remove_notice_lines(text, cfg.quality.text)
-            reason = text_rejection(text, cfg.quality.text)
+            reason = text_rejection(text, cfg.quality.text, doc.meta.get("markup"))
         if reason:
             return "dropped", reason, {}, removed, None, None
     if contaminated is not None and contaminated(text):
@@ -199,7 +214,7 @@ def _clean_one(doc: Document, cfg, contaminated=None) -> tuple:
     if cfg.data.scrub_pii:
         text, redactions = scrub(text)
     doc = Document(doc.id, text, doc.domain, doc.source, doc.meta)
-    sig = signature(text, doc.domain, cfg.dedup) if cfg.dedup.near else None
+    sig = sketch(text, cfg.dedup) if cfg.dedup.near else None
     return "clean", doc, redactions, removed, content_hash(text), sig
 
 
@@ -209,12 +224,40 @@ def _task_paths(work: Path, index: int) -> tuple[Path, Path, Path]:
     return stem.with_suffix(".jsonl.zst"), stem.with_suffix(".npz"), stem.with_suffix(".json")
 
 
+def _shingles_path(work: Path, index: int) -> Path:
+    """A task's shingle sets, one flat uint32 array that the merge memory-maps (`loom.data.dedup`)."""
+    return work / "tasks" / f"{index:05d}.shingles.npy"
+
+
+def _save_sketches(sketches: list, cfg, path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Writes the shingle sets of a task's documents to `path` (atomically) and returns their
+    signatures (N, bands * rows) and the offsets (N + 1,) of each set in the flat array."""
+    sig_array = (np.stack([sig for sig, _ in sketches]) if sketches
+                 else np.zeros((0, cfg.dedup.bands * cfg.dedup.rows), np.uint32))
+    offsets = np.cumsum([0] + [len(s) for _, s in sketches], dtype=np.int64)
+    if cfg.dedup.near:
+        tmp = path.with_name(path.name + suffix)
+        with open(tmp, "wb") as f:
+            np.save(f, np.concatenate([s for _, s in sketches]) if sketches else np.zeros(0, np.uint32))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return sig_array, offsets
+
+
+def _load_shingles(work: Path, index: int, offsets: np.ndarray) -> np.ndarray:
+    if offsets[-1] == 0:
+        return np.zeros(0, dtype=np.uint32)  # an empty file cannot be memory-mapped
+    return np.load(_shingles_path(work, index), mmap_mode="r")
+
+
 def run_task(cfg, work: Path, index: int) -> dict:
     """Runs clean task `index` of the plan in `work`: reads its files, cleans each document and
     writes the survivors, their hashes and signatures and the task's accounting. Idempotent: a
     task whose marker exists is not run again; a task cut short leaves no marker and only
     temporary files, and running it again gives the same bytes."""
     docs_path, arrays_path, marker = _task_paths(work, index)
+    shingles_path = _shingles_path(work, index)
     if marker.is_file():
         try:
             return json.loads(marker.read_text())
@@ -264,10 +307,10 @@ def run_task(cfg, work: Path, index: int) -> dict:
         os.fsync(raw.fileno())
     os.replace(docs_tmp, docs_path)
     arrays_tmp = arrays_path.with_name(arrays_path.name + suffix)
+    sig_array, shingle_offsets = _save_sketches(signatures, cfg, shingles_path, suffix)
     with open(arrays_tmp, "wb") as f:
         hash_array = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 16)
-        sig_array = np.stack(signatures) if signatures else np.zeros((0, cfg.dedup.bands * cfg.dedup.rows), np.uint32)
-        np.savez(f, hashes=hash_array, signatures=sig_array)
+        np.savez(f, hashes=hash_array, signatures=sig_array, shingle_offsets=shingle_offsets)
         f.flush()
         os.fsync(f.fileno())
     os.replace(arrays_tmp, arrays_path)
@@ -295,6 +338,9 @@ def clean_corpus(cfg) -> dict:
     up to date and returns its manifest. Work happens in `clean.work/`, task by task; a build
     killed part way and started again with the same config redoes only unfinished tasks."""
     out = clean_dir(cfg)
+    work = out.parent / "clean.work"
+    _remove_leftovers(out.parent, f".{out.name}.old-*")
+    _remove_leftovers(work / "tasks", "*.tmp-*")  # from tasks cut short
     plan = plan_tasks(cfg)
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
@@ -306,7 +352,6 @@ def clean_corpus(cfg) -> dict:
         except json.JSONDecodeError:
             pass
 
-    work = out.parent / "clean.work"
     try:
         previous = json.loads((work / "plan.json").read_text()).get("fingerprint")
     except (OSError, json.JSONDecodeError):
@@ -315,8 +360,6 @@ def clean_corpus(cfg) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         (work / "tasks").mkdir(parents=True)
         atomic_write_text(work / "plan.json", json.dumps(plan))
-    for leftover in (work / "tasks").glob("*.tmp-*"):  # from tasks cut short
-        leftover.unlink(missing_ok=True)
     n_tasks = len(plan["tasks"])
     pending = [i for i in range(n_tasks) if not _task_paths(work, i)[2].is_file()]
     if pending:
@@ -356,7 +399,7 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
     finished work directory in as `clean/`."""
     started = time.time()
     acct = _new_accounting(cfg)
-    records, hashes, signatures = [], [], []
+    records, hashes, signatures, shingle_parts = [], [], [], []
     for entry in plan["unreadable"]:
         _count_unreadable(acct, entry)
     for index, task in enumerate(plan["tasks"]):
@@ -381,6 +424,9 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
         with np.load(arrays_path) as arrays:
             hashes.append(arrays["hashes"])
             signatures.append(arrays["signatures"])
+            if cfg.dedup.near:
+                offsets = arrays["shingle_offsets"]
+                shingle_parts.append((_load_shingles(work, index, offsets), offsets))
     acct["inputs"] += len(plan["unreadable"])
 
     hash_matrix = np.concatenate(hashes) if hashes else np.zeros((0, 16), np.uint8)
@@ -389,9 +435,14 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
         duplicate_of = np.full(len(records), -1, dtype=np.int64)
     kinds = np.where(duplicate_of >= 0, 1, 0)  # 1: exact
     if cfg.dedup.near and records:
-        near = near_duplicates(np.concatenate(signatures), cfg.dedup, candidates=duplicate_of < 0)
-        kinds = np.where(near >= 0, 2, kinds)
-        duplicate_of = np.where(near >= 0, near, duplicate_of)
+        near_started = time.time()
+        near = near_duplicates(np.concatenate(signatures), cfg.dedup, ShingleSets(shingle_parts),
+                               candidates=duplicate_of < 0)
+        shingle_parts.clear()  # closes the memory maps
+        kinds = np.where(near.keeper >= 0, 2, kinds)
+        duplicate_of = np.where(near.keeper >= 0, near.keeper, duplicate_of)
+        acct["near_jaccard"] = _near_jaccard(near, records, cfg.dedup.min_jaccard)
+        acct["near_search"] = near.stats | {"seconds": round(time.time() - near_started, 2)}
     for (source, domain, split, n_bytes), kind in zip(records, kinds):
         status = ("kept", "duplicate_exact", "duplicate_near")[kind]
         acct["by_source"][source][status] += 1
@@ -416,6 +467,17 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
     _log(f"clean corpus: {a['inputs']:,} inputs: {a['kept']:,} kept, {a['dropped']:,} dropped, "
          f"{a['duplicates']:,} duplicates, {a['unreadable']:,} unreadable -> {out}")
     return manifest
+
+
+def _near_jaccard(near, records: list, threshold: float) -> dict:
+    """The distribution of each near-duplicate removal's exact Jaccard similarity with the
+    document kept in its place, over all removals and per domain group (text, code)."""
+    removed = near.keeper >= 0
+    groups = np.array([domain.split(":", 1)[0] for _, domain, _, _ in records])
+    out = {"all": jaccard_summary(near.jaccard[removed], threshold)}
+    for group in sorted(set(groups[removed].tolist())):
+        out[group] = jaccard_summary(near.jaccard[removed & (groups == group)], threshold)
+    return out
 
 
 def _count_unreadable(acct: dict, entry: dict) -> None:
@@ -542,6 +604,7 @@ def _shard_settings(cfg, clean_fingerprint: str, tok: Tokenizer) -> dict:
 
 def write_shards(cfg, tok: Tokenizer, clean_manifest: dict) -> Path:
     out = shard_dir(cfg)
+    _remove_leftovers(out.parent, f".{out.name}.tmp-*", f".{out.name}.old-*")
     fingerprint = _digest(_shard_settings(cfg, clean_manifest["fingerprint"], tok))
     if (out / "manifest.json").is_file():
         try:
@@ -555,7 +618,7 @@ def write_shards(cfg, tok: Tokenizer, clean_manifest: dict) -> Path:
         natural[domain.split(":", 1)[0]] += counts.get("train_bytes", 0)
     epochs = mixture_epochs(dict(natural), cfg.data.mixture)
 
-    tmp = out.parent / f".shards.tmp-{os.getpid()}"
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

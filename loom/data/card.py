@@ -59,6 +59,8 @@ def build_card(clean: dict, shards: dict, lengths: dict) -> dict:
         "dropped_by_rule": dict(sorted(acct["dropped_by_rule"].items(), key=lambda kv: -kv[1])),
         "duplicates": acct["duplicates"],
         "duplicates_by_kind": acct["duplicates_by_kind"],
+        "near_duplicate_jaccard": acct.get("near_jaccard"),
+        "near_duplicate_search": acct.get("near_search"),
         "unreadable": acct["unreadable"],
         "unreadable_examples": acct["unreadable_list"],
         "redactions": acct["redactions"],
@@ -70,8 +72,38 @@ def build_card(clean: dict, shards: dict, lengths: dict) -> dict:
                       "sources": sorted(acct["by_source"]), "lengths": lengths},
         "mixture": shards.get("mixture", {}),
         "tokens": {split: shards["splits"][split]["tokens_by_domain"] for split in ("train", "val")},
+        "token_share": {split: token_share(shards["splits"][split]["tokens_by_domain"]) for split in ("train", "val")},
         "clean_seconds": acct.get("seconds"),
     }
+
+
+def token_share(tokens_by_domain: dict[str, int]) -> dict[str, float]:
+    """Share of the tokens per domain group ("text", "code"), from tokens per domain."""
+    groups: dict[str, int] = {}
+    for domain, n in tokens_by_domain.items():
+        groups[domain.split(":", 1)[0]] = groups.get(domain.split(":", 1)[0], 0) + n
+    total = sum(groups.values())
+    return {g: n / total for g, n in sorted(groups.items())} if total else {}
+
+
+def _share_line(card: dict) -> str:
+    """The card's first line: what the model is trained on, text against code, and how often
+    the mixture repeats each group's documents."""
+    share = card.get("token_share", {}).get("train", {})
+    total = sum(card["tokens"]["train"].values())
+    parts = " and ".join(f"{share[g]:.1%} {g}" for g in sorted(share, key=lambda g: (g != "text", g)))
+    mixture = card.get("mixture") or {}
+    epochs = mixture.get("epochs", {})
+    def text_first(d: dict) -> list:
+        return sorted(d.items(), key=lambda kv: (kv[0] != "text", kv[0]))
+
+    seen = " and ".join(f"each {g} document {e:.2f} times" for g, e in text_first(epochs))
+    if mixture.get("weights"):
+        weights = ", ".join(f"{g} {w:g}" for g, w in text_first(mixture["weights"]))
+        how = f"mixture weights {weights}: a pass over the training split sees {seen}"
+    else:
+        how = "natural proportions (no `data.mixture`): each document once per pass"
+    return f"Training split: {total:,} tokens, {parts or 'none'}; {how}."
 
 
 def _decontamination_summary(settings: dict | None, acct: dict) -> dict | None:
@@ -81,6 +113,27 @@ def _decontamination_summary(settings: dict | None, acct: dict) -> dict | None:
             "dropped": acct["dropped_by_rule"].get("decontamination", 0)}
 
 
+def _near_jaccard_lines(dist: dict | None, search: dict | None, table) -> list[str]:
+    """How similar each removed near duplicate is to the document kept in its place."""
+    if not dist or not dist["all"]["pairs"]:
+        return []
+    threshold = dist["all"]["threshold"]
+    lines = ["Near duplicates: exact Jaccard similarity of the word shingles (`dedup.shingle_size`-grams) of each "
+             f"removed document with those of the document kept in its place (`dedup.min_jaccard` = {threshold}).",
+             ""]
+    edges = [f"{lo:g}-{hi:g}" for lo, hi, _ in dist["all"]["histogram"]]
+    rows = []
+    for group, d in dist.items():
+        rows.append([group, f"{d['pairs']:,}", *(f"{d.get(k, 0):.3f}" for k in ("min", "p10", "median", "p90", "max")),
+                     f"{d['below_threshold']:,}", *(f"{c:,}" for _, _, c in d["histogram"])])
+    lines += table(["removed", "pairs", "min", "p10", "median", "p90", "max", f"below {threshold:g}", *edges], rows)
+    if search:
+        lines += [f"Candidates: {search['documents_with_candidates']:,} documents shared a band bucket with a kept "
+                  f"one; {search['signature_comparisons']:,} signature and {search['exact_comparisons']:,} exact "
+                  f"comparisons ({search.get('seconds', 0):.1f}s).", ""]
+    return lines
+
+
 def render_markdown(card: dict) -> str:
     def table(header: list[str], rows: list[list]) -> list[str]:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -88,8 +141,8 @@ def render_markdown(card: dict) -> str:
         return out + [""]
 
     n = max(1, card["inputs"])
-    lines = ["# Data card", "", f"{card['inputs']:,} inputs: every one is kept, dropped, a duplicate or unreadable.",
-             ""]
+    lines = ["# Data card", "", _share_line(card), "",
+             f"{card['inputs']:,} inputs: every one is kept, dropped, a duplicate or unreadable.", ""]
     lines += table(["outcome", "inputs", "share"], [
         [k, f"{card[k]:,}", f"{card[k] / n:.1%}"] for k in ("kept", "dropped", "duplicates", "unreadable")])
     if card["dropped_by_rule"]:
@@ -101,6 +154,7 @@ def render_markdown(card: dict) -> str:
                   f"items of {', '.join(d['suites'])} ({d['test_ngrams']:,} n-grams) and were dropped.", ""]
     lines += ["## Duplicates", ""]
     lines += table(["kind", "documents"], [[k, f"{c:,}"] for k, c in sorted(card["duplicates_by_kind"].items())])
+    lines += _near_jaccard_lines(card.get("near_duplicate_jaccard"), card.get("near_duplicate_search"), table)
     lines += ["## Per source", ""]
     statuses = ["kept", "dropped", "duplicate_exact", "duplicate_near", "unreadable"]
     lines += table(["source", *statuses], [[s, *(c.get(k, 0) for k in statuses)] for s, c in card["by_source"].items()])

@@ -7,10 +7,13 @@ atomically), so any executor may run any task, twice or after a crash, and the m
 sees the same outputs. This module only decides *where* tasks run; `run_task` is what they run.
 
 Executors (`data.executor`, or `loom data build --executor`):
-  - `local`: a process pool with `data.workers` processes (0: one per CPU), here.
+  - `local`: a process pool with `data.workers` processes (0: one per CPU), here. The workers
+    end when the build does, however it ends (`kill -9` included).
   - `ray`: one Ray task per clean task, on the cluster at `data.ray_address` ("auto": the one
     this machine belongs to; empty: a Ray instance started here for the build). Every node must
-    see `data.dir` at the same path (a shared file system) and have loom installed.
+    see `data.dir` at the same path (a shared file system) and have loom installed. What becomes
+    of running tasks when the build is killed is left to Ray (a task shares the fate of the
+    driver that owns it, in Ray's ownership model).
   - `slurm`: writes `data.dir/slurm/clean.sbatch` (an array job, one array task per clean task)
     and `merge.sbatch` (the same `loom data build` once the array has finished, which finds every
     task done and goes on to deduplicate, tokenize and shard), then submits both with `sbatch`;
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loom.errors import ConfigError, DataError
+from loom.util import end_with_parent
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -81,11 +85,14 @@ def _run_local(cfg, work: Path, pending: list[int], run_task: Callable, on_done:
             on_done(run_task(cfg, work, index))
         return
     # fork where the platform has it: spawn would re-import the caller's main module, which
-    # breaks scripts without a `__main__` guard. Tasks are submitted a few at a time.
+    # breaks scripts without a `__main__` guard. Tasks are submitted a few at a time. Workers end
+    # with this process, even when it is killed (an orphaned worker would go on using CPU and
+    # memory, and writing into the work directory, beside the next build); this thread makes,
+    # uses and shuts down the pool, as `end_with_parent` needs.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     queue = list(reversed(pending))
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
         running = set()
         while queue or running:
             while queue and len(running) < 2 * workers:

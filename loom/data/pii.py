@@ -2,10 +2,26 @@
 
 Kinds, in the order they are replaced (a key inside a password literal counts as a key), with
 their placeholders (`PLACEHOLDERS`):
-  - private_key: a PEM or OpenSSH private-key block, BEGIN line to END line (RSA, EC, DSA,
-    OPENSSH, ENCRYPTED, PGP ... or plain "PRIVATE KEY") -> `<PRIVATE_KEY>`. The body must hold
-    a run of 32+ base64 characters, so code that merely names the BEGIN and END lines (a parser,
-    a test) is left alone; public keys and certificates are not secrets and are kept.
+  - private_key: a PEM, OpenSSH or OpenPGP private-key block (RSA, EC, DSA, OPENSSH, ENCRYPTED,
+    PGP ... or plain "PRIVATE KEY") -> `<PRIVATE_KEY>`, armor lines, headers (Proc-Type, DEK-Info,
+    Version ...) and OpenPGP's checksum line included. Either armor line is enough: the body of
+    base64 lines is replaced when the line above it or the line below it names a private key,
+    even if the other one has a word misspelt, names another kind of key or is missing. The
+    body must hold a run of 32+ base64 characters, so code that merely names the BEGIN and END
+    lines (a parser, a test) is left alone. Lines may be broken for real or by escaped \n in a
+    string (a Google service-account JSON file), indented, commented (# // * > ;) or be
+    string literals joined by + or ,. Also a whole PEM file encoded in base64 again (the
+    `LS0tLS1CRUdJTi...` of Kubernetes secrets) when it decodes to a private key.
+  - base64_block: a block known by its shape alone, as an encoder writes it: 3+ lines of base64,
+    all but the last of one width of 40+ characters (PEM and OpenPGP write 64, RFC 7468; OpenSSH
+    70; MIME 76, RFC 2045), the last no wider, = padding only at its end, with upper- and
+    lower-case letters and digits in it (which hexadecimal digests, DNA and base32 lack) ->
+    `<BASE64_BLOCK>`. Unless its armor says it is public: certificates, public keys, CRLs,
+    signatures and messages (RFC 7468's and OpenPGP's labels, either armor line intact) are not
+    secrets and are kept, whatever their shape. A block without armor cannot be told from key
+    material, so it goes, a certificate's body too: it is key material or encoded binary data,
+    neither of which is training text; it is counted apart from private keys because nothing
+    says it is one.
   - api_key: tokens whose shape their issuer fixes -> `<API_KEY>`: AWS access key ids
     (AKIA/ASIA + 16), GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_), Slack tokens
     (xoxb-, xoxa-, xoxp-, xoxr-, xoxs- followed by a number), Stripe secret and restricted keys
@@ -53,25 +69,32 @@ Cost: one `re.sub` pass per pattern (IPv4 and IPv6 are two), each written so tha
 text is scanned more than a bounded number of times (runs are only started at their first
 character, repetition is bounded or possessive, a key body cannot span another BEGIN line), so
 long lines such as "a@a@...", "1.2.3.4...." or "password_password_..." take linear time: about
-0.1 s per MB. Matches are only rejected after the fact (by `ipaddress`, the git@ and @2x exceptions,
-or a key body without base64) where the rejected span cannot hide another match of its pattern.
+0.1 s per MB. Blocks: one scan for runs of 32+ base64 characters, then, from each, a walk over
+the lines that follow (each line once) and back over at most 9 lines for its armor. Matches are
+only rejected after the fact (by `ipaddress`, the git@ and @2x exceptions, or a key body without
+base64) where the rejected span cannot hide another match of its pattern; a block that is kept
+hides nothing either, since blocks are decided one by one from the lines they are made of.
 
 Written by hand because detect-secrets and gitleaks scan files for reporting, one plugin or
 process at a time, and neither replaces in place; Presidio brings spaCy models for names,
 which we do not try to find.
 
 Does not: find names, phone numbers, street addresses or credentials inside URLs; decode base64
-or look at entropy; promise to find every secret (nothing regex-based can).
+(beyond the first bytes of a `LS0tLS1CRUdJTi` run) or look at entropy; know a key by shape when
+it has fewer than 3 lines (an Ed25519 PKCS#8 key is one line of 64) and neither armor line names
+it; promise to find every secret (nothing regex-based can).
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable
 
 PLACEHOLDERS = {
     "private_key": "<PRIVATE_KEY>",
+    "base64_block": "<BASE64_BLOCK>",
     "api_key": "<API_KEY>",
     "password": "<SECRET>",
     "email": "<EMAIL>",
@@ -83,13 +106,45 @@ PLACEHOLDERS = {
 # ---------------------------------------------------------------------------------------------
 
 # The body may not contain "-----", so a BEGIN line pairs with the next END line, and each
-# character is looked at by one BEGIN at most.
+# character is looked at by one BEGIN at most. The END line may name another kind of private key.
+_PRIVATE_LABEL = r"(?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?"
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN ((?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?)-----"
+    rf"-----BEGIN {_PRIVATE_LABEL}-----"
     r"((?:[^-]++|-(?!----))*+)"
-    r"-----END \1-----"
+    rf"-----END {_PRIVATE_LABEL}-----"
 )
 _KEY_BODY = re.compile(r"[A-Za-z0-9+/]{32}")
+
+# Blocks of base64 lines, whatever their armor (`_key_blocks`). A "chunk" is one line's base64,
+# the whole of its line; "glue" is what separates two lines of one block: a line break (real or
+# an escaped \n in a string literal), indentation, a comment marker, or the quotes and + or ,
+# between string literals that continue each other.
+_B64 = "A-Za-z0-9+/"
+# a chunk starts after what is not base64, after armor, or after an escaped line break (whose n starts none)
+_LINE_STARTS = rf"(?:(?<![{_B64}=_\\-])|(?<=-----)|(?<=\\[nr]))"
+_LINE_ENDS = r"""(?=[ \t]*+(?:\r?\n|\Z)|(?:\\r)?\\n|["'`]|-----|\Z)"""
+_WIDE_CHUNK = re.compile(rf"{_LINE_STARTS}[{_B64}]{{32,}}+={{0,2}}+{_LINE_ENDS}")
+_B64_RUN = re.compile(rf"[{_B64}]{{32,}}")  # found first: a scan for a plain class is several times faster
+_COMMENT = r"(?:(?:[#>*;]|//)[ \t]++)?"
+_GLUE = (r"""(?:\\r)?\\n(?:["'`][ \t]*+[+,]?[ \t]*+\r?\n[ \t]*+(?:\+[ \t]*+)?["'`])?"""  # escaped, maybe "\n" + "
+         rf"""|["'`]?[ \t]*+[+,]?[ \t]*+\r?\n[ \t]*+{_COMMENT}(?:\+?[ \t]*+["'`])?""")  # a real line break
+_NEXT_CHUNK = re.compile(rf"(?:{_GLUE})([{_B64}]++={{0,2}}+){_LINE_ENDS}")
+_ARMOR = r"""-{3,}+ *+([A-Za-z0-9][^-\r\n\\"'`]{0,60}+)-{3,}+"""  # edited or not: -----BEGIN RSA PRIVTE KEY-----
+_ARMOR_ENDS_LINE = re.compile(rf"""(?<!-){_ARMOR}[ \t"'`]*+\Z""")
+_ARMOR_NEXT = re.compile(rf"""(?:{_GLUE})?(?:=[{_B64}]{{4}}(?:{_GLUE}))?[ \t"'`]*+{_ARMOR}""")  # after a PGP checksum
+_HEADER_OR_BLANK = re.compile(  # Proc-Type: 4,ENCRYPTED
+    rf"""[ \t"'`+,]*+{_COMMENT}(?:[A-Za-z][A-Za-z0-9-]{{0,30}}+:[ \t][^\r\n]{{0,200}}+)?[ \t"'`+,]*+""")
+_LINE_PREFIX = re.compile(rf"""[ \t"'`+,]*+{_COMMENT}[ \t"'`]*+""")
+_PUBLIC_LABEL = re.compile(  # RFC 7468's labels for what is not secret, and OpenPGP's and RFC 4716's
+    r"(?:BEGIN|END) (?:[A-Z0-9]+ ){0,3}"
+    r"(?:CERTIFICATE|CERTIFICATE REQUEST|CRL|PKCS7|CMS|PUBLIC KEY|PUBLIC KEY BLOCK|SIGNATURE|MESSAGE|PARAMETERS) ?"
+)
+_ENCODED_PEM = "LS0tLS1CRUdJTi"  # base64 of "-----BEGIN ": a whole PEM file encoded again (Kubernetes secrets)
+_LOOKBACK = 1024  # characters before a block searched for its BEGIN line and headers
+_HEADER_LINES = 8  # PEM's Proc-Type and DEK-Info (RFC 1421), OpenPGP's Version, Comment, Hash ...
+_MIN_BLOCK_LINES = 3  # a block known by its shape alone: two full lines and the last
+_MIN_BLOCK_WIDTH = 40
+_MIXED = [re.compile("[A-Z]"), re.compile("[a-z]"), re.compile("[0-9]")]  # all in random base64 of 3+ lines
 
 _TOKEN_CHAR = "A-Za-z0-9_-"
 _API_KEY = re.compile(
@@ -151,7 +206,128 @@ WELL_KNOWN_DNS = frozenset({
 
 
 def _private_key(m: re.Match) -> str | None:
-    return PLACEHOLDERS["private_key"] if _KEY_BODY.search(m.group(2)) else None
+    return PLACEHOLDERS["private_key"] if _KEY_BODY.search(m.group(1)) else None
+
+
+def _key_blocks(text: str) -> tuple[str, dict[str, int]]:
+    """Replaces blocks of base64 lines that are key material, known by either armor line or by
+    their shape (see the module docstring); returns the text and the count per kind."""
+    spans: list[tuple[int, int, str]] = []
+    floor = 0  # where the block replaced last ended: no block looks back past it
+    pos = 0
+    while (run := _B64_RUN.search(text, pos)) is not None:
+        start = run.start()
+        start += start > 0 and text[start - 1] == "\\" and text[start] in "nr"  # the n of an escaped \n
+        first = _WIDE_CHUNK.match(text, start)
+        if first is None:
+            pos = run.end()
+            continue
+        chunks = [first.span()]
+        while (nxt := _NEXT_CHUNK.match(text, chunks[-1][1])) is not None:
+            chunks.append(nxt.span(1))
+        segments = _segments(text, chunks)
+        for i, segment in enumerate(segments):
+            opener = _opener(text, segment[0][0], floor) if i == 0 else None
+            closer = _closer(text, segment[-1][1]) if i == len(segments) - 1 else None
+            kind = _block_kind(text, segment, [a[2] for a in (opener, closer) if a])
+            if kind is not None:
+                start = opener[0] if opener else segment[0][0]
+                end = closer[1] if closer else segment[-1][1]
+                spans.append((start, end, kind))
+                floor = end
+        pos = max(floor, closer[1] if closer else chunks[-1][1])
+    if not spans:
+        return text, {}
+    out, counts, last = [], {}, 0
+    for start, end, kind in spans:
+        out += [text[last:start], PLACEHOLDERS[kind]]
+        counts[kind] = counts.get(kind, 0) + 1
+        last = end
+    out.append(text[last:])
+    return "".join(out), counts
+
+
+def _segments(text: str, chunks: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Splits a run of lines into blocks shaped like an encoder's output: lines of one width,
+    then one last line no wider (the only one that may end in = padding)."""
+    segments, i = [], 0
+    while i < len(chunks):
+        width = chunks[i][1] - chunks[i][0]
+        j = i
+        while text[chunks[j][1] - 1] != "=" and j + 1 < len(chunks):
+            following = chunks[j + 1][1] - chunks[j + 1][0]
+            if following > width:
+                break
+            j += 1
+            if following < width:
+                break
+        segments.append(chunks[i:j + 1])
+        i = j + 1
+    return segments
+
+
+def _opener(text: str, start: int, floor: int) -> tuple[int, int, str] | None:
+    """(start, end, label) of the armor line above a block's first line (headers and blank lines
+    may stand between), unless it is an END line (of the block before). Walks back a bounded
+    number of lines, never past `floor` (where the block replaced last ended)."""
+    low = max(floor, start - _LOOKBACK)
+    end = start
+    for n in range(_HEADER_LINES + 2):
+        before, begin = _line_break_before(text, low, end)
+        armor = _ARMOR_ENDS_LINE.search(text, max(begin, end - 100), end)  # armor is short and ends its line
+        if armor is not None:
+            label = armor.group(1).strip()
+            return None if "END" in label.split() else (armor.start(), armor.end(), label)
+        if begin == low or not (_LINE_PREFIX if n == 0 else _HEADER_OR_BLANK).fullmatch(text, begin, end):
+            return None
+        end = before
+    return None
+
+
+def _line_break_before(text: str, low: int, end: int) -> tuple[int, int]:
+    """(start, end) of the last line break, real or escaped, in `text[low:end]`; (low, low) if none."""
+    real = text.rfind("\n", low, end)
+    escaped = text.rfind("\\n", max(real, low), end)  # only where it would come after the real one
+    if real < 0 and escaped < 0:
+        return low, low
+    if real > escaped:
+        return (real - 1 if real > low and text[real - 1] == "\r" else real), real + 1
+    return (escaped - 2 if escaped - 2 >= low and text.startswith("\\r", escaped - 2) else escaped), escaped + 2
+
+
+def _closer(text: str, end: int) -> tuple[int, int, str] | None:
+    """(start, end, label) of the armor line after a block's last line (after OpenPGP's
+    checksum line, if any), unless it is a BEGIN line (of the block after)."""
+    armor = _ARMOR_NEXT.match(text, end)
+    if armor is None:
+        return None
+    label = armor.group(1).strip()
+    return None if "BEGIN" in label.split() else (armor.start(), armor.end(), label)
+
+
+def _block_kind(text: str, segment: list[tuple[int, int]], labels: list[str]) -> str | None:
+    widths = [b - a for a, b in segment]
+    if text.startswith(_ENCODED_PEM, segment[0][0]) and b"PRIVATE KEY" in _decoded_head(text, segment[0]):
+        return "private_key"
+    if any("PRIVATE" in label for label in labels):
+        return "private_key" if max(widths) >= 32 else None
+    if any(_PUBLIC_LABEL.fullmatch(label) for label in labels):
+        return None  # a certificate or public key, which are meant to be seen
+    if len(segment) < _MIN_BLOCK_LINES or widths[0] < _MIN_BLOCK_WIDTH:
+        return None
+    body = "".join(text[a:b] for a, b in segment)
+    if not all(letters.search(body) for letters in _MIXED):
+        return None  # hexadecimal digests, DNA, base32: not what a base64 encoder writes
+    return "base64_block"
+
+
+def _decoded_head(text: str, chunk: tuple[int, int]) -> bytes:
+    """The first bytes a chunk's base64 stands for (b"" if they are not valid base64)."""
+    head = text[chunk[0]:min(chunk[1], chunk[0] + 64)]
+    try:
+        return base64.b64decode(head[: len(head) // 4 * 4], validate=True)
+    except ValueError:
+        return b""
 
 
 def _api_key(m: re.Match) -> str | None:
@@ -219,9 +395,12 @@ def scrub(text: str) -> tuple[str, dict[str, int]]:
     (kinds without any are absent). Idempotent; text around each match is kept as it was."""
     counts: dict[str, int] = {}
     for kind, pattern, replacer, needle in _RULES:
-        if needle not in text:
-            continue
-        text, replaced = _substitute(pattern, replacer, text)
-        if replaced:
-            counts[kind] = counts.get(kind, 0) + replaced
+        if needle in text:
+            text, replaced = _substitute(pattern, replacer, text)
+            if replaced:
+                counts[kind] = counts.get(kind, 0) + replaced
+        if kind == "private_key":  # then the blocks whose armor is damaged or missing
+            text, found = _key_blocks(text)
+            for block_kind, n in found.items():
+                counts[block_kind] = counts.get(block_kind, 0) + n
     return text, counts

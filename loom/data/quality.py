@@ -153,6 +153,9 @@ class TextQualityConfig:
     max_fineweb_dup_line_chars: float = 0.1  # dropped when duplicated lines hold at least this share
     max_short_lines: float = 0.67  # dropped when at least this share of lines is short
     short_line_length: int = 30
+    # loom's own (module docstring): a document with a markup is judged on its prose as rendered
+    # (`render_markup`); false: every document as it is
+    markup_aware: bool = True
 
 
 @dataclass
@@ -185,8 +188,10 @@ LANGUAGE_OVERRIDES: dict[str, dict] = {
 class TextView:
     """Splits of one document computed once and shared by the rules."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, list_items: int | None = None):
         self.text = text
+        # rendered markup (`render_markup`) drops its bullets and says how many items it had
+        self.list_items = list_items
 
     @cached_property
     def lines(self) -> list[str]:
@@ -268,7 +273,8 @@ def gopher_symbols(v: TextView, c: TextQualityConfig) -> str | None:
 
 def gopher_lines(v: TextView, c: TextQualityConfig) -> str | None:
     lines = v.content_lines
-    if sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines) > c.max_bullet_lines:
+    bullets = v.list_items if v.list_items is not None else sum(line.lstrip().startswith(BULLETS) for line in lines)
+    if bullets / len(lines) > c.max_bullet_lines:
         return "gopher.bullet_lines"
     if sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines) > c.max_ellipsis_lines:
         return "gopher.ellipsis_lines"
@@ -373,7 +379,8 @@ def c4_remove_notice_lines(text: str, c: TextQualityConfig) -> tuple[str, int]:
 def fineweb_lines(v: TextView, c: TextQualityConfig) -> str | None:
     """FineWeb's three line rules (Penedo et al. 2024, 3.5). They were set on text extracted by
     trafilatura, one paragraph per line with no blank lines in between, so blank lines are layout
-    here and not counted as lines (as in the Gopher line rules)."""
+    here and not counted as lines (as in the Gopher line rules). Text files and markup are
+    rendered a paragraph per line before the rules see them (`render_markup`)."""
     lines = v.content_lines
     if sum(line.rstrip().endswith(LINE_END_PUNCTUATION) for line in lines) / len(lines) <= c.min_punctuated_lines:
         return "fineweb.few_punctuated_lines"
@@ -399,14 +406,294 @@ TEXT_RULES = (
 )
 
 
-def text_rejection(text: str, cfg: TextQualityConfig) -> str | None:
-    """The name of the first text rule `text` fails, or None when it passes them all."""
-    view = TextView(text)
+def text_rejection(text: str, cfg: TextQualityConfig, markup: str | None = None) -> str | None:
+    """The name of the first text rule `text` fails, or None when it passes them all. `markup`
+    (one of `MARKUPS`): the rules judge the document as rendered (`render_markup`) when
+    `cfg.markup_aware`; None: as it is, a paragraph per line, as web text is extracted."""
+    items = None
+    if markup and cfg.markup_aware:
+        text, items = render_markup(text, markup)
+    view = TextView(text, items)
     for rule in TEXT_RULES:
         reason = rule(view, cfg)
         if reason:
             return reason
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hard-wrapped text and markup: documentation judged on its prose
+# ---------------------------------------------------------------------------------------------
+
+# Editors, `textwrap`, `fmt`, mail and licence templates wrap at 60-100 columns; text extracted from
+# web pages, as FineWeb's line rules expect it, has a paragraph per line, mostly longer than that;
+# lines all shorter than the lower bound are a menu or a list, not a wrapped paragraph.
+HARD_WRAP_WIDTHS = (50, 100)
+
+
+def unwrap(lines: list[str]) -> list[str]:
+    """The lines of a hard-wrapped text with each wrapped paragraph joined into one line; other
+    texts' lines unchanged. A text is hard-wrapped when its paragraphs are separated by blank
+    lines and its width is within `HARD_WRAP_WIDTHS` (the width: the 95th percentile of line
+    lengths, so that one long URL does not set it). A line break is a wrap, and the two
+    lines are joined, where the next line's first word would not have fitted on the line, the
+    line ends no sentence and both lines share their indentation (a list item or a heading
+    starts a line of its own)."""
+    content = [i for i, line in enumerate(lines) if line.strip()]
+    if len(content) < 3 or content[-1] - content[0] + 1 == len(content):  # no blank line between paragraphs
+        return lines
+    lengths = sorted(len(lines[i].rstrip()) for i in content)
+    width = lengths[len(lengths) * 19 // 20]
+    if not HARD_WRAP_WIDTHS[0] <= width <= HARD_WRAP_WIDTHS[1]:
+        return lines
+    out: list[str] = []
+    last = ""  # the previous physical line
+    for line in lines:
+        body = line.rstrip()
+        words = body.split(None, 1)
+        if (out and last.strip() and words and not last.endswith(LINE_END_PUNCTUATION)
+                and _indent(line) == _indent(last) and not _LIST_ITEM.match(line)
+                and len(last) + 1 + len(words[0]) > width):
+            out[-1] = out[-1] + " " + body.strip()
+        else:
+            out.append(body)
+        last = body
+    return out
+
+
+# How a document is laid out, when it is not as web text is extracted (a paragraph per line):
+# markdown and reStructuredText, and plain text files, which may be hard-wrapped.
+MARKUPS = ("markdown", "rst", "plain")
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_MD_HEADING = re.compile(r"^ {0,3}#{1,6}(?:\s+|$)")
+_MD_RULE = re.compile(r"^ {0,3}([-*_])(?:\s*\1){2,}\s*$")
+_MD_SETEXT = re.compile(r"^ {0,3}(?:=+|-+)\s*$")
+_MD_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)+\|?\s*$|^\s*\|\s*:?-+:?\s*\|\s*$")
+_MD_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*\S")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)]|[a-zA-Z#][.)])\s+")
+_RST_DIRECTIVE = re.compile(r"^(\s*)\.\.\s+(?:\|[^|]+\|\s+)?([\w:.-]+)::(?:\s|$)")
+_RST_EXPLICIT = re.compile(r"^(\s*)\.\.(?:\s|$)")  # comments, link targets (".. _name: url"), footnotes
+_RST_ADORNMENT = re.compile(r"""^\s*([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])\1{2,}\s*$""")
+_RST_GRID = re.compile(r"^\s*(?:\+[-=+]+\+|\|.*\|)\s*$")
+_RST_SIMPLE_TABLE = re.compile(r"^\s*={2,}(?:\s+={2,})+\s*$")
+_DOCTEST = re.compile(r"^\s*>>>")
+# reST directives whose body is prose (admonitions, version notes); the body of any other
+# (code, images, tables, raw HTML, tables of contents...) is set aside with the directive.
+_PROSE_DIRECTIVES = frozenset(
+    "note warning tip important hint caution attention danger error seealso admonition topic sidebar "
+    "deprecated versionadded versionchanged versionremoved epigraph highlights pull-quote container rubric "
+    "only glossary".split())
+# An indented reST block with fewer letter-bearing tokens than this is a display of code or
+# grammar written without "::" (docstrings, and reST rendered as text as in `pydoc_data`).
+DISPLAY_MIN_ALPHA = 0.7
+
+_INLINE = (  # (pattern, replacement), applied in order to each rendered block
+    (re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)"), ""),  # code spans: `x`, ``x`` (and reST's default role)
+    (re.compile(r"!\[[^\]]*\](?:\([^)]*\)|\[[^\]]*\])"), ""),  # images (badges)
+    (re.compile(r"\[([^\]]*)\](?:\([^)]*\)|\[[^\]]*\])"), r"\1"),  # links keep their text, not their target
+    (re.compile(r"<[a-zA-Z][\w+.-]*:[^>\s]*>|<[^>\s@]+@[^>\s]+>"), ""),  # autolinks
+    (re.compile(r"</?[a-zA-Z][^>]*>"), ""),  # HTML tags
+    (re.compile(r"\b(?:https?://|www\.)[^\s<>()\[\]\"'`]+"), ""),  # bare URLs
+    (re.compile(r"(?<![\w&])#\d+\b"), ""),  # issue and pull-request references (GitHub links them)
+    (re.compile(r"\|[^|\s][^|]*\|_{0,2}"), ""),  # reST substitutions (|badge|)
+    (re.compile(r"(?<![\w*])(\*{1,3}|_{1,3}|~~)(?=\S)(.+?)(?<=\S)\1(?![\w*])"), r"\2"),  # emphasis markers
+    (re.compile(r"&(?:[a-z]+|#\d+);"), " "),  # HTML entities
+    (re.compile(r"\(\s*[,;:]?\s*\)|\[\s*\]"), ""),  # brackets left empty
+    # code written inline without markup (`os.path.join()`, `len(s)`, `max_words=10`, `snake_case`)
+    (re.compile(r"""(?<!\S)["'(\[]*(?:[A-Za-z_][\w.]*(?:\(\S*\)|\[\S*\]|=\S*)|[A-Za-z]\w*_\w+"""
+                r"""|[A-Za-z_]\w*(?:\.[A-Za-z_]\w+)+)[)\]"',.:;!?]*(?!\S)"""), ""),
+)
+_RST_INLINE = (
+    (re.compile(r":[\w:+.-]+:`[^`]*`"), ""),  # roles: :func:`os.walk`, :pep:`8`
+    (re.compile(r"`([^`<]*?)\s*<[^>`]*>`_{1,2}"), r"\1"),  # `text <url>`_ keeps its text
+    (re.compile(r"`([^`]+)`_{1,2}"), r"\1"),  # `reference`_
+    (re.compile(r"(?<!\w)([A-Za-z][\w-]*[A-Za-z0-9])__?(?!\w)"), r"\1"),  # reference_
+    # reST rendered as text (Sphinx's text writer, as in `pydoc_data`) puts ``literals`` in straight
+    # double quotes, and prose quotes in curly ones; docstrings quote values in single ones ('utf-8'):
+    # a straight-quoted span without a space is a literal
+    (re.compile(r'(?<![\w"])"[^"\s]+"(?![\w"])'), ""),
+    (re.compile(r"(?<![\w'])'[^'\s]+'(?![\w'])"), ""),
+)
+
+
+def markup_prose(text: str, markup: str) -> str:
+    """The prose of a markdown or reStructuredText document, roughly as a reader sees it
+    rendered: code blocks and spans, doctests, tables, images, link targets, HTML, directives
+    and comments set aside, markup characters and list bullets dropped, each paragraph, list
+    item and heading on one line, blank lines between them."""
+    return render_markup(text, markup)[0]
+
+
+def render_markup(text: str, markup: str) -> tuple[str, int | None]:
+    """A document as the text rules judge it: for "markdown" and "rst", `markup_prose(text,
+    markup)` and how many of its lines are list items (their bullets dropped); for "plain", the
+    text without rule lines and with its hard-wrapped paragraphs joined (`unwrap`), and None."""
+    if markup not in MARKUPS:
+        raise ValueError(f"unknown markup {markup!r}; use one of {', '.join(MARKUPS)}")
+    if markup == "plain":  # rule lines (=====, -----) are layout, as a title's underline in reST
+        return "\n".join(unwrap([line for line in text.split("\n") if not _RST_ADORNMENT.match(line)])), None
+    if markup == "markdown":
+        blocks, rules = _markdown_blocks(text), _INLINE
+    else:
+        blocks, rules = _rst_blocks(text), _RST_INLINE + _INLINE
+    out, items = [], 0
+    for is_item, block in blocks:
+        line = " ".join(block)
+        for pattern, replacement in rules:
+            line = pattern.sub(replacement, line)
+        line = " ".join(line.split())
+        if line:
+            out.append(line)
+            items += is_item
+    return "\n\n".join(out), items
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _markdown_blocks(text: str) -> list[tuple[bool, list[str]]]:
+    """The paragraphs, list items and headings of a markdown text: (is a list item, its lines)."""
+    blocks: list[tuple[bool, list[str]]] = []
+    current: list[str] = []
+    is_item = False
+    fence, in_list, in_table, blank_before = "", False, False, True
+
+    def close() -> None:
+        nonlocal current, is_item
+        if current:
+            blocks.append((is_item, current))
+            current, is_item = [], False
+
+    for line in _HTML_COMMENT.sub("", text).split("\n"):
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = ""
+            continue
+        if m := _FENCE.match(line):
+            close()
+            fence = m.group(1)
+            continue
+        if not stripped:
+            close()
+            blank_before, in_table = True, False
+            continue
+        after_blank, blank_before = blank_before, False
+        if in_table or (after_blank and not in_list and _indent(line.expandtabs(4)) >= 4):
+            continue  # a table row, or an indented code block
+        if _MD_TABLE_RULE.match(line):
+            if current and "|" in current[-1]:
+                current.pop()  # the table's header row
+            close()
+            in_table = True
+            continue
+        if stripped.startswith("|") or _MD_LINK_DEFINITION.match(line) or _MD_RULE.match(line):
+            close()
+            continue
+        if current and _MD_SETEXT.match(line):
+            close()  # the line above was a heading
+            continue
+        if _MD_HEADING.match(line):
+            close()
+            blocks.append((False, [_MD_HEADING.sub("", stripped).rstrip("# ")]))
+            in_list = False
+            continue
+        if m := _LIST_ITEM.match(line):
+            close()
+            in_list = is_item = True
+            current.append(line[m.end():])
+            continue
+        if after_blank and not line[:1].isspace():
+            in_list = False
+        current.append(stripped.lstrip("> ") if stripped.startswith(">") else stripped)
+    close()
+    return blocks
+
+
+def _rst_blocks(text: str) -> list[tuple[bool, list[str]]]:
+    """The paragraphs, list items and titles of a reStructuredText text, or of reST rendered as
+    text (`pydoc_data`): (is a list item, its lines)."""
+    blocks: list[tuple[int, bool, list[str]]] = []  # (indentation, is a list item, lines)
+    current: list[str] = []
+    current_indent, is_item = 0, False
+    skip_deeper = -1  # set aside blank lines and lines indented more than this (a block's body)
+    skip_to_blank = False  # set aside lines up to the next blank one (a doctest and its output)
+    literal_after = -1  # a paragraph at this indentation ended in "::": the block after it is code
+    in_table = after_border = False  # a simple table ends at a border followed by a blank line
+
+    def close() -> None:
+        nonlocal current, is_item
+        if current:
+            blocks.append((current_indent, is_item, current))
+            current, is_item = [], False
+
+    for line in text.split("\n"):
+        stripped = line.strip()
+        indent = _indent(line)
+        if skip_to_blank:
+            if stripped:
+                continue
+            skip_to_blank = False
+        if skip_deeper >= 0:
+            if not stripped or indent > skip_deeper:
+                continue
+            skip_deeper = -1
+        if in_table:
+            if stripped or not after_border:
+                after_border = bool(_RST_SIMPLE_TABLE.match(line))
+                continue
+            in_table = False
+        if not stripped:
+            close()
+            continue
+        if literal_after >= 0 and not current:
+            base, literal_after = literal_after, -1
+            if indent > base:
+                skip_deeper = base
+                continue
+        if m := _RST_DIRECTIVE.match(line):
+            close()
+            if m.group(2).lower() not in _PROSE_DIRECTIVES:
+                skip_deeper = len(m.group(1))
+            continue
+        if m := _RST_EXPLICIT.match(line):
+            close()
+            skip_deeper = len(m.group(1))
+            continue
+        if _DOCTEST.match(line):
+            close()
+            skip_to_blank = True
+            continue
+        if _RST_SIMPLE_TABLE.match(line):
+            close()
+            in_table, after_border = True, False
+            continue
+        if _RST_GRID.match(line) or _RST_ADORNMENT.match(line):
+            close()  # a table, or a title's under- or overline
+            continue
+        item = _LIST_ITEM.match(line)
+        if current and (item or indent < current_indent or (indent > current_indent and not is_item)):
+            close()  # a new item, or a change of indentation (an item's text may hang deeper)
+        if not current:
+            current_indent, is_item = indent, bool(item)
+            if item:
+                stripped = line[item.end():].strip()
+        if stripped.endswith("::"):
+            literal_after = current_indent
+            stripped = stripped[:-2].rstrip() + (":" if stripped[:-2] and not stripped[-3].isspace() else "")
+        current.append(stripped)
+    close()
+    margin = min((indent for indent, _, _ in blocks), default=0)
+    return [(item, lines) for indent, item, lines in blocks
+            if indent == margin or item or _alpha_share(" ".join(lines)) >= DISPLAY_MIN_ALPHA]
+
+
+def _alpha_share(text: str) -> float:
+    toks = tokens(text)
+    return sum(any(ch.isalpha() for ch in t) for t in toks) / max(1, len(toks))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ not become one, so that nothing disappears without a trace. The kinds:
 
   - `stdlib`: the embedded corpus of `loom.data.stdlib_corpus` (its documents keep their own
     domains, `text` and `code:python`); standard-library files that are not UTF-8 come out as
-    `Unreadable`.
+    `Unreadable`. `max_files` limits its `.py` files; the pydoc topics and the prose files are
+    always read.
   - `text_dir`: one document per file under `path` with a text extension (`TEXT_EXTENSIONS`) or
     no extension at all (README, LICENSE, Project Gutenberg dumps); domain `text`.
   - `code_repo`: one document per file under `path` whose language `language_of` knows; domain
-    `code:<language>`. Version-control, vendored and build directories (`SKIP_DIRS`) are not read.
+    `code:<language>`. Its prose files (`is_prose_file`: `.md`, `.rst`, `.txt`, ... and README,
+    LICENSE, CHANGELOG and the like) are documents of domain `text`, judged by the text rules.
+    Version-control, vendored and build directories (`SKIP_DIRS`) are not read.
   - `jsonl`: one document per line of `path` (a file, or a directory searched recursively for
     `*.jsonl`, `*.jsonl.gz`, `*.jsonl.zst`); each line a JSON object whose `text_field` holds the
     text. Compressed files are decompressed as streams; one cut short yields the lines before the
@@ -34,6 +37,29 @@ or one batch of `PARQUET_BATCH_ROWS` rows at a time. Hidden files and directorie
 symlinked directories are not followed, and symlinked files only when they point inside `path`.
 What was passed over is counted by reason in a `SourceStats`, when one is given to `read_source`.
 
+Selecting files (`include`, `exclude`; text_dir, code_repo and directories of jsonl or parquet
+files): lists of globs matched against a file's path relative to `path`, `/` between directories
+(`src/pkg/mod.py`), case-sensitive. `*` matches within one name, never across a `/`; `?` one
+character of a name; `[abc]`, `[a-z]`, `[!abc]` one character of (not of) a set; `**` as a whole
+segment any number of directories, none included (`docs/**/*.md` matches `docs/a.md` and
+`docs/x/y/a.md`). A pattern without a `/` matches a name at any depth (`*.min.js`, `tests`); one
+with a `/` matches from the top of `path` (`src/*.py` matches `src/a.py`, not `src/sub/a.py` nor
+`lib/src/a.py`; a leading `/` only anchors). A pattern that matches a directory covers everything
+under it (`docs`, `docs/` and `docs/**` exclude the same files); a trailing `/` matches
+directories only. A file is read when the kind reads its name, no exclude pattern covers it and,
+if `include` is set, an include pattern does; an excluded directory is not entered. Passed over
+by reason, in this order: the kind's own (hidden, unknown extension), "excluded by glob", "not
+included". `fnmatch` is not used: its `*` crosses `/`, and `PurePath.full_match` needs 3.13.
+
+Markup: text documents read from files carry `meta["markup"]`: `"markdown"` from `.md` /
+`.markdown` files, `"rst"` from `.rst` files, `"plain"` from the others (text laid out by its
+author, whose lines may be hard-wrapped); jsonl and parquet records carry none: their text is
+taken to be laid out as web text is extracted, a paragraph per line, which is what the FineWeb and
+Gopher rules were set on. A source's `markup` setting gives all its text documents one
+(`"none"`: no markup, even for files). The text rules judge a document with a markup as rendered:
+its prose rather than the code, tables and links around it, a paragraph per line
+(`loom.data.quality.render_markup`).
+
 Does not: normalize text beyond decoding it (`loom.data.normalize.decode_bytes`: UTF-8, BOM
 dropped, small damage repaired, binary refused), judge quality, deduplicate or mix: the clean
 stage of `loom.data.build` does that to what this yields. Nothing is downloaded.
@@ -55,6 +81,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from loom.data.documents import Document
 from loom.data.normalize import decode_bytes
@@ -73,6 +100,13 @@ class SourceConfig:
     domain: str = ""  # "text" or "code:LANG"; default: text, or code:<language from extension> for repos
     max_file_bytes: int = 1_000_000  # text_dir and code_repo: larger files are unreadable("too large")
     max_files: int = 0  # read only the first N files in path order (0: all); for quick trials
+    # globs over paths relative to `path` (module docstring): read only files that match an
+    # include pattern (empty: every file), and none that match an exclude pattern
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    # how text documents are laid out (module docstring): "" (files by their extension: .md
+    # markdown, .rst rst, others plain; jsonl and parquet records none), or one of MARKUPS for all
+    markup: str = ""
 
 
 @dataclass
@@ -100,6 +134,15 @@ KINDS = ("stdlib", "text_dir", "code_repo", "jsonl", "parquet")
 PATH_KINDS = ("text_dir", "code_repo", "jsonl", "parquet")
 
 TEXT_EXTENSIONS = frozenset({".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".org"})
+MARKUP_EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".rst": "rst"}
+MARKUPS = ("markdown", "rst", "plain", "none")
+# Names (lower case, before any extension) of prose files that go without a text extension:
+# README, NEWS, COPYING.LESSER, README.ctypes; and LICENSE-MIT, LICENSE_APACHE and the like.
+PROSE_NAMES = frozenset({
+    "readme", "license", "licence", "copying", "copyright", "notice", "authors", "contributors", "credits",
+    "thanks", "changelog", "changes", "history", "news", "contributing", "install", "todo", "patents",
+    "maintainers", "security", "code_of_conduct",
+})
 
 # extension (lower case) -> language, as in the domain `code:<language>`
 LANGUAGES = {
@@ -139,8 +182,6 @@ LANGUAGES = {
     ".vue": "vue",
     ".xml": "xml",
     ".proto": "protobuf",
-    ".md": "markdown", ".markdown": "markdown",
-    ".rst": "restructuredtext",
     ".tex": "tex",
     ".json": "json",
     ".yaml": "yaml", ".yml": "yaml",
@@ -172,7 +213,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: JSON can spell th
 
 
 def language_of(path: str) -> str | None:
-    """The language of a code file from its name (`Makefile`, `Dockerfile`) or extension, or None."""
+    """The language of a code file from its name (`Makefile`, `Dockerfile`) or extension, or
+    None (prose files included: `is_prose_file`)."""
     name = os.path.basename(path).lower()
     if name in LANGUAGE_FILENAMES:
         return LANGUAGE_FILENAMES[name]
@@ -181,6 +223,136 @@ def language_of(path: str) -> str | None:
     if name.startswith("."):
         return None  # dotfiles (.bashrc, .eslintrc.json) are configuration, not code
     return LANGUAGES.get(os.path.splitext(name)[1])
+
+
+def is_prose_file(path: str) -> bool:
+    """Whether a file of a code repository is prose (a text document, not code): a text extension
+    (`TEXT_EXTENSIONS`), or a name such as README, LICENSE-MIT or COPYING.LESSER (`PROSE_NAMES`)
+    without a code extension. `CMakeLists.txt` is code."""
+    name = os.path.basename(path).lower()
+    if name.startswith(".") or name in LANGUAGE_FILENAMES:
+        return False
+    ext = os.path.splitext(name)[1]
+    if ext in TEXT_EXTENSIONS:
+        return True
+    stem = os.path.splitext(name)[0]
+    return ext not in LANGUAGES and (stem in PROSE_NAMES or re.match(r"(?:licen[cs]e|copying)[-_]", stem) is not None)
+
+
+def markup_of(path: str) -> str:
+    """The markup of a text file by its extension: "markdown", "rst", else "plain" (text laid out
+    by its author, perhaps hard-wrapped; see `loom.data.quality.MARKUPS`)."""
+    return MARKUP_EXTENSIONS.get(os.path.splitext(path)[1].lower(), "plain")
+
+
+# ---------------------------------------------------------------------------------------------
+# Globs
+# ---------------------------------------------------------------------------------------------
+
+
+class Glob(NamedTuple):
+    """One include or exclude pattern (module docstring), compiled."""
+
+    pattern: str
+    regex: re.Pattern
+    dirs_only: bool  # a trailing "/": matches directories, never a file
+
+    def matches(self, rel: str, is_dir: bool) -> bool:
+        """Whether this path itself (not a parent of it) matches."""
+        return (is_dir or not self.dirs_only) and self.regex.fullmatch(rel) is not None
+
+    def covers(self, rel: str) -> bool:
+        """Whether this file or one of the directories above it matches."""
+        parts = rel.split("/")
+        return any(self.matches("/".join(parts[:k]), k < len(parts)) for k in range(1, len(parts) + 1))
+
+
+def glob_problem(pattern) -> str | None:
+    """What is wrong with an include or exclude pattern, or None."""
+    if not isinstance(pattern, str):
+        return f"{pattern!r} is not a string"
+    if not pattern.strip():
+        return "an empty pattern matches nothing; remove it (every file is read when include is empty)"
+    if pattern != pattern.strip():
+        return f"{pattern!r} starts or ends with spaces; remove them"
+    if "\\" in pattern:
+        return f"{pattern!r} holds a backslash; separate directories with / (escapes are not supported)"
+    body = pattern.strip("/")
+    if not body:
+        return f"{pattern!r} names no file or directory; use ** for everything"
+    for segment in body.split("/"):
+        if segment in ("", ".", ".."):
+            return f"{pattern!r} has an empty, '.' or '..' segment; patterns are paths below path"
+        if "**" in segment and segment != "**":
+            return f"{pattern!r}: ** must be a whole segment (docs/**/*.md), use * within a name"
+        if _translate_segment(segment) is None:
+            return f"{pattern!r} has a [ without its ]"
+    return None
+
+
+def compile_globs(patterns: list[str], key: str) -> list[Glob]:
+    """The compiled patterns; `ConfigError` naming `key` for a bad one."""
+    if not isinstance(patterns, list):
+        raise ConfigError(f"{key} must be a list of glob patterns, e.g. [\"docs/**/*.md\"]")
+    globs = []
+    for pattern in patterns:
+        if problem := glob_problem(pattern):
+            raise ConfigError(f"{key}: {problem}")
+        anchored = "/" in pattern.rstrip("/")
+        segments = pattern.strip("/").split("/")
+        regex = "" if anchored or segments == ["**"] else "(?:.*/)?"
+        for i, segment in enumerate(segments):
+            last = i == len(segments) - 1
+            if segment == "**":
+                regex += ".*" if last else "(?:[^/]+/)*"
+            else:
+                regex += _translate_segment(segment) + ("" if last else "/")
+        globs.append(Glob(pattern, re.compile(regex), pattern.endswith("/")))
+    return globs
+
+
+def _translate_segment(segment: str) -> str | None:
+    """A regular expression for one `/`-free segment of a glob, or None when a `[` is not closed."""
+    out, i = [], 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = segment.find("]", i + 2 if segment[i + 1:i + 2] in ("!", "]") else i + 1)
+            if end < 0:
+                return None
+            inner = segment[i + 1:end]
+            negate = inner.startswith("!")
+            inner = inner[1:] if negate else inner
+            out.append("[" + ("^/" if negate else "") + inner.replace("\\", "\\\\").replace("^", "\\^") + "]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+class _Selection(NamedTuple):
+    include: list[Glob]
+    exclude: list[Glob]
+
+    def file_reason(self, rel: str) -> str | None:
+        if any(g.matches(rel, False) for g in self.exclude):  # a parent directory's match was pruned
+            return "excluded by glob"
+        if self.include and not any(g.covers(rel) for g in self.include):
+            return "not included"
+        return None
+
+    def dir_excluded(self, rel: str) -> bool:
+        return any(g.matches(rel, True) for g in self.exclude)
+
+
+def _selection(cfg: SourceConfig) -> _Selection:
+    key = f"data.sources[{cfg.name}]"
+    return _Selection(compile_globs(cfg.include, f"{key}.include"), compile_globs(cfg.exclude, f"{key}.exclude"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +376,14 @@ def validate_source(cfg: SourceConfig) -> None:
         raise ConfigError(f"{key}.max_file_bytes must be positive, not {cfg.max_file_bytes}")
     if cfg.max_files < 0:
         raise ConfigError(f"{key}.max_files must be zero (all files) or more, not {cfg.max_files}")
+    if cfg.markup and cfg.markup not in MARKUPS:
+        raise ConfigError(f"{key}.markup {cfg.markup!r} is not known; use one of {', '.join(MARKUPS)}, "
+                          "or leave it empty to go by each file's extension")
+    selection = _selection(cfg)
     if cfg.kind == "stdlib":
+        if cfg.include or cfg.exclude or cfg.markup:
+            raise ConfigError(f"{key}: include, exclude and markup select and describe files under a path; "
+                              "a stdlib source has none: remove them")
         if cfg.path:
             raise ConfigError(
                 f"{key}.path is set, but a stdlib source reads the running interpreter's standard library; "
@@ -226,16 +405,21 @@ def validate_source(cfg: SourceConfig) -> None:
         raise ConfigError(f"{key}.path: {cfg.path} is not a directory; a {cfg.kind} source reads every file under one")
     if cfg.kind in ("jsonl", "parquet") and not cfg.text_field:
         raise ConfigError(f"{key}.text_field is empty; name the field holding the text (e.g. text)")
+    if not os.path.isdir(path) and (cfg.include or cfg.exclude):
+        raise ConfigError(f"{key}: include and exclude select files under a directory, but path {cfg.path} is "
+                          "a file; remove them, or point path at the directory")
     if os.path.isdir(path):
         select = _selector(cfg.kind)
-        if next(_walk(path, cfg.kind, select, SourceStats(), cfg.name), None) is None:
+        if next(_walk(path, cfg.kind, select, SourceStats(), cfg.name, selection), None) is None:
             wanted = {
                 "text_dir": f"files with a text extension ({', '.join(sorted(TEXT_EXTENSIONS))}) or none",
-                "code_repo": "files with a known code extension (see loom.data.sources.LANGUAGES)",
+                "code_repo": "files with a known code extension (see loom.data.sources.LANGUAGES) or prose files",
                 "jsonl": "*.jsonl, *.jsonl.gz or *.jsonl.zst files",
                 "parquet": "*.parquet files",
             }[cfg.kind]
-            raise ConfigError(f"{key}.path: {cfg.path} holds no {wanted}; check the path or the kind")
+            globs = " that include and exclude let through" if cfg.include or cfg.exclude else ""
+            raise ConfigError(f"{key}.path: {cfg.path} holds no {wanted}{globs}; check the path, the kind"
+                              + (" or the globs" if globs else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,10 +463,14 @@ def list_inputs(cfg: SourceConfig, stats: SourceStats | None = None) -> Iterator
     validate_source(cfg)
     stats = stats if stats is not None else SourceStats()
     if cfg.kind == "stdlib":
-        from loom.data.stdlib_corpus import stdlib_files, stdlib_root
+        from loom.data.stdlib_corpus import stdlib_files, stdlib_prose_files, stdlib_root
 
         root = stdlib_root()
         yield InputFile(PYDOC_TOPICS, PYDOC_TOPICS, PYDOC_TOPICS, None, 0, 0)
+        for rel in stdlib_prose_files(root):
+            stats.files_seen += 1
+            full = os.path.join(root, rel)
+            yield InputFile(full, rel, full, None, *_size_and_mtime(full))
         for rel in stdlib_files(root, cfg.max_files):
             stats.files_seen += 1
             full = os.path.join(root, rel)
@@ -290,7 +478,7 @@ def list_inputs(cfg: SourceConfig, stats: SourceStats | None = None) -> Iterator
         return
     path = os.path.expanduser(cfg.path)
     if os.path.isdir(path):
-        entries = _walk(path, cfg.kind, _selector(cfg.kind), stats, cfg.name)
+        entries = _walk(path, cfg.kind, _selector(cfg.kind), stats, cfg.name, _selection(cfg))
     else:  # jsonl or parquet: a single file, read whatever its name
         entries = iter([(path, os.path.basename(path), None)])
     seen = 0
@@ -331,12 +519,13 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
 
 
 def _read_stdlib_input(cfg: SourceConfig, item: InputFile) -> Iterator[Document | Unreadable]:
-    from loom.data.stdlib_corpus import pydoc_documents, read_stdlib_file, stdlib_root
+    from loom.data.stdlib_corpus import pydoc_documents, read_prose_file, read_stdlib_file, stdlib_root
 
     if item.rel == PYDOC_TOPICS:
         docs = pydoc_documents()
     else:
-        docs, error = read_stdlib_file(stdlib_root(), item.rel)
+        read = read_stdlib_file if item.language == "python" else read_prose_file
+        docs, error = read(stdlib_root(), item.rel)
         if error:
             yield Unreadable(cfg.name, item.shown, None, error)
     for doc in docs:
@@ -357,7 +546,9 @@ def _selector(kind: str) -> Callable[[str], tuple[str | None, str | None]]:
             return None, "hidden file"
         if kind == "code_repo":
             language = language_of(name)
-            return (language, None) if language else (None, "unknown extension")
+            if language or is_prose_file(name):
+                return language, None  # prose: no language, a text document
+            return None, "unknown extension"
         if kind == "text_dir":
             ext = os.path.splitext(lower)[1]
             return (None, None) if ext in TEXT_EXTENSIONS or not ext else (None, "unknown extension")
@@ -383,10 +574,11 @@ def _count(counts: dict[str, int], reason: str) -> None:
 
 
 def _walk(
-    root: str, kind: str, select: Callable, stats: SourceStats, source: str
+    root: str, kind: str, select: Callable, stats: SourceStats, source: str, selection: _Selection
 ) -> Iterator[tuple[str, str, str | None] | Unreadable]:
     """(full path, relative path with `/`, language) of each file to read under `root`, entries
-    sorted by name, depth first; an `Unreadable` for a directory that cannot be listed."""
+    sorted by name, depth first, as `selection`'s globs allow; an `Unreadable` for a directory
+    that cannot be listed."""
     real_root = os.path.realpath(root)
 
     def inside(path: str) -> bool:
@@ -414,10 +606,13 @@ def _walk(
                     _count(stats.dirs_skipped, "symlinked dir (not followed)")
                 elif reason := _dir_skip_reason(kind, entry.name):
                     _count(stats.dirs_skipped, reason)
+                elif selection.dir_excluded(rel):
+                    _count(stats.dirs_skipped, "excluded by glob")
                 else:
                     yield from walk(entry.path, rel + "/")
                 continue
             language, reason = select(entry.name)
+            reason = reason or selection.file_reason(rel)
             if reason:
                 _count(stats.files_skipped, reason)
             elif is_link and not inside(entry.path):
@@ -477,8 +672,17 @@ def _read_whole_file(cfg: SourceConfig, full: str, rel: str, shown: str, languag
     meta: dict = {"path": rel}
     if invalid:
         meta["utf8_repairs"] = invalid
-    domain = cfg.domain or (f"code:{language}" if cfg.kind == "code_repo" else "text")
+    domain = cfg.domain or (f"code:{language}" if language else "text")
+    if domain == "text" and (markup := _markup(cfg, rel)):
+        meta["markup"] = markup
     yield Document(f"{cfg.name}/{rel}", text, domain, cfg.name, meta)
+
+
+def _markup(cfg: SourceConfig, rel: str | None) -> str | None:
+    """The markup of a text document: the source's, else its file's (`markup_of`); records: none."""
+    if cfg.markup:
+        return None if cfg.markup == "none" else cfg.markup
+    return markup_of(rel) if rel is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,6 +830,8 @@ def _jsonl_record(cfg: SourceConfig, line: bytes, number: int, rel: str, shown: 
     meta["line"] = number
     if invalid + surrogates:
         meta["utf8_repairs"] = invalid + surrogates
+    if not cfg.domain.startswith("code:") and (markup := _markup(cfg, None)):
+        meta["markup"] = markup
     return Document(doc_id, body, cfg.domain or "text", cfg.name, meta)
 
 
@@ -692,6 +898,7 @@ def _read_parquet(cfg: SourceConfig, full: str, rel: str, shown: str, _language:
                 yield bad(f"column {idf!r} holds {id_type}, not strings or integers; set id_field to another column")
                 return
         columns = [tf] + ([idf] if idf and idf != tf else [])
+        markup = None if cfg.domain.startswith("code:") else _markup(cfg, None)
         row = 0
         try:
             for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns, use_threads=False):
@@ -712,7 +919,8 @@ def _read_parquet(cfg: SourceConfig, full: str, rel: str, shown: str, _language:
                         continue
                     else:
                         doc_id = f"{cfg.name}/{ids[i]}"
-                    yield Document(doc_id, body, cfg.domain or "text", cfg.name, {"path": rel, "row": row})
+                    meta = {"path": rel, "row": row} | ({"markup": markup} if markup else {})
+                    yield Document(doc_id, body, cfg.domain or "text", cfg.name, meta)
         except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
             yield bad(f"corrupt parquet file after row {row}: {e}", row + 1)
             return

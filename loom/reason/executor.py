@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 import threading
 import time
 from collections.abc import MutableMapping
@@ -67,7 +68,7 @@ class Budget:
 @dataclass
 class RunResult:
     answer: str | None
-    status: str  # "done" | "budget" | "error" | "no-answer"
+    status: str  # "done" | "budget" | "error" | "no-answer" | "empty-answer"
     variables: dict
     model_calls: int
     tokens: int
@@ -141,12 +142,18 @@ class Executor:
         self._state: _State | None = None
         self._started = 0.0
         self._seconds_before = 0.0
+        self._producers: dict[str, tuple[str, str]] = {}  # variable -> (node path, kind) that set it
+        self._empty_answer: str | None = None
 
     # --- the run -----------------------------------------------------------------------------
 
-    def run(self, program: Program, inputs: dict, resume: bool = False, notes=()) -> RunResult:
+    def run(self, program: Program, inputs: dict, resume: bool = False, notes=(), spent: tuple[int, int] = (0, 0)
+            ) -> RunResult:
         """Runs `program` on `inputs` (continuing the saved state when `resume`); `notes` are
-        (event, fields) pairs written to the trace after its start, e.g. the planner's plan."""
+        (event, fields) pairs written to the trace after its start, e.g. the planner's plan.
+        `spent`: (model calls, tokens) made before the run for it (the planner's), counted in the
+        result and in the trace's `run_end`, so that both tell the same totals; budgets apply to
+        the program's own calls."""
         missing = [name for name in program.inputs if name not in inputs]
         if missing:
             raise ExecutionError(f"program {program.name!r} needs input(s) {', '.join(missing)}")
@@ -165,10 +172,13 @@ class Executor:
         for event, fields in notes:
             self._trace(event, **fields)
         status, error, budget = "done", None, None
+        self._producers, self._empty_answer = {}, None
         try:
             self._run_graph(program, state.variables, "")
             if state.answer is None:
-                status = "no-answer"
+                status, error = "no-answer", "the program ended without reaching an answer node"
+            elif not state.answer:
+                status, error = "empty-answer", self._empty_answer or "the answer came out empty"
         except BudgetExceeded as e:
             status, budget = "budget", str(e)
             self._trace("budget_stop", reason=budget)
@@ -177,11 +187,12 @@ class Executor:
             self._trace("error", message=error)
         finally:
             self._save()
-        result = RunResult(state.answer, status, dict(state.variables), state.model_calls, state.tokens,
+        calls, tokens = state.model_calls + spent[0], state.tokens + spent[1]
+        result = RunResult(state.answer, status, dict(state.variables), calls, tokens,
                            state.cache_hits, round(self._elapsed(), 3), str(self.workdir) if self.workdir else None,
                            error, budget)
-        self._trace("run_end", status=status, answer=state.answer, model_calls=state.model_calls,
-                    tokens=state.tokens, seconds=result.seconds)
+        self._trace("run_end", status=status, answer=state.answer, model_calls=calls, tokens=tokens,
+                    seconds=result.seconds, error=error, budget=budget)
         return result
 
     def _elapsed(self) -> float:
@@ -316,6 +327,8 @@ class Executor:
                 self._loop(n, scope, path, started)
             elif n.kind == "answer":
                 answer = self._render(n, n.spec["value"], scope, path).strip()
+                if not answer:
+                    self._empty_answer = self._why_empty(n, n.spec["value"], scope, path)
                 with self._lock:
                     if self._state.answer is not None:
                         raise ExecutionError(f"node {path[n.id]!r}: a second answer ({answer!r} after "
@@ -327,8 +340,29 @@ class Executor:
         except LoomError as e:
             raise ExecutionError(f"node {path[n.id]!r}: {e}") from None
 
+    def _why_empty(self, n: Node, template: str, scope: dict, path: dict) -> str:
+        """Says which step left the answer empty: the answer node's template and the empty
+        variables it reads, with the nodes that produced them."""
+        names = {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field}
+        empty = sorted(name for name in names if not as_text(scope.get(name, "")).strip())
+        causes = []
+        for name in empty:
+            node, kind = self._producers.get(name, (None, None))
+            if kind == "model":
+                causes.append(f"model node {node!r} answered nothing for {{{name}}}")
+            elif node:
+                causes.append(f"{kind} node {node!r} gave an empty {{{name}}}")
+            elif name in self._state.inputs:
+                causes.append(f"the input {{{name}}} is empty")
+            else:
+                causes.append(f"{{{name}}} is empty (set before this run was resumed)")
+        detail = "; ".join(causes) or "its template renders to nothing"
+        return f"the answer is empty: node {path[n.id]!r} gives {template!r}, and {detail} (see the trace)"
+
     def _finish(self, n: Node, path: dict, scope: dict, outputs: dict, started: float, **extra) -> None:
         with self._lock:
+            for name in outputs:
+                self._producers[name] = (path[n.id], n.kind)
             scope.update(outputs)
             self._state.status[path[n.id]] = "done"
             self._save()

@@ -25,7 +25,9 @@ def solve(question: str, backend: Backend, strategy: str = "graph", program: Pro
           settings: GenerationSettings | None = None, pictures: bool = True) -> dict:
     """Answers `question`; returns the run's result as a dict (answer, status, counts, workdir)
     plus "strategy", "program" and, when the model planned, "plan" (whose calls and tokens are
-    included in the counts; budgets apply to the program's run after planning)."""
+    included in the counts, as in the trace's `run_end`; budgets apply to the program's run after
+    planning). Status "empty-answer" and "no-answer" come with an "error" saying which step left
+    the answer empty."""
     if strategy not in STRATEGIES:
         raise LoomError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     notes = []
@@ -47,12 +49,11 @@ def solve(question: str, backend: Backend, strategy: str = "graph", program: Pro
         raise LoomError(f"program {program.name!r} must take the input \"question\" (it takes "
                         f"{', '.join(program.inputs) or 'nothing'})")
     executor = Executor(backend, workdir, max_parallel=max_parallel, budget=budget, settings=settings)
-    result = executor.run(program, {"question": question}, resume=resume, notes=notes)
+    spent = (plan.attempts, plan.tokens) if plan is not None else (0, 0)  # the planning calls count too
+    result = executor.run(program, {"question": question}, resume=resume, notes=notes, spent=spent)
     out = {**result.to_json(), "strategy": strategy, "program": program.name}
-    if plan is not None:  # the planning calls count too
+    if plan is not None:
         out["plan"] = plan.to_json()
-        out["model_calls"] += plan.attempts
-        out["tokens"] += plan.tokens
     if workdir and pictures:
         from loom.reason.render import write_pictures
 

@@ -4,8 +4,14 @@ A checkpoint is a directory `checkpoints/step_NNNNNN/` holding
   model.safetensors   the weights (tied tensors stored once)
   optim.pt            the optimizer state
   rng.pt              every random-number generator state (torch CPU and CUDA, numpy, random)
-  state.json          step, loader position, tokens seen, and other counters of the loop
+  state.json          step, loader position, tokens seen, health state: what the run computed
+  timing.json         wall-clock figures: seconds trained, wall time and energy for the cost
+                      meter, when it was saved
   MANIFEST            sha256 of each file above, in `sha256sum` format (`sha256sum -c` checks it)
+
+Everything but timing.json depends only on the config, the data and the seed: two identical runs
+on a CPU write the same bytes, and their MANIFESTs differ only in timing.json's line. A
+checkpoint written before timing.json existed keeps those figures in state.json; it still loads.
 
 It is written into a temporary directory, every file and the directory fsynced, then renamed
 into place, and only then is `checkpoints/latest` (a one-line text file naming it) replaced.
@@ -32,6 +38,7 @@ from loom.util import atomic_write_text, fsync_dir, fsync_file, sha256_file
 
 LATEST = "latest"
 FILES = ("model.safetensors", "optim.pt", "rng.pt", "state.json")
+TIMING = "timing.json"  # optional: older checkpoints have none
 
 
 def checkpoint_name(step: int) -> str:
@@ -96,18 +103,19 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict) -> None:
+    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict, timing: dict | None = None) -> None:
+        """`state` must depend only on what was computed; wall-clock figures go in `timing`."""
         self.wait()
         tensors, metadata = _model_tensors(model, clone=self.background)
         optim = _cpu_copy(optimizer.state_dict(), clone=self.background)
         rng = rng_states()
         if not self.background:
-            self._write(step, tensors, metadata, optim, rng, state)
+            self._write(step, tensors, metadata, optim, rng, state, timing)
             return
 
         def run():
             try:
-                self._write(step, tensors, metadata, optim, rng, state)
+                self._write(step, tensors, metadata, optim, rng, state, timing)
             except BaseException as e:  # re-raised in the loop's thread by wait()
                 self._error = e
 
@@ -123,9 +131,9 @@ class CheckpointWriter:
             error, self._error = self._error, None
             raise error
 
-    def _write(self, step, tensors, metadata, optim, rng, state) -> Path:
+    def _write(self, step, tensors, metadata, optim, rng, state, timing) -> Path:
         try:
-            path = _write_checkpoint(self.ckpt_root, step, tensors, metadata, optim, rng, state, self.delay_s)
+            path = _write_checkpoint(self.ckpt_root, step, tensors, metadata, optim, rng, state, timing, self.delay_s)
         except (OSError, RuntimeError, SafetensorError) as e:  # safetensors and torch.save wrap I/O errors
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
             raise CheckpointError(
@@ -136,15 +144,20 @@ class CheckpointWriter:
         return path
 
 
-def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer, state: dict) -> Path:
+def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer, state: dict,
+                    timing: dict | None = None) -> Path:
     """Saves one checkpoint now, in this thread, keeping every older one."""
     tensors, metadata = _model_tensors(model, clone=False)
     return _write_checkpoint(Path(ckpt_root), step, tensors, metadata, _cpu_copy(optimizer.state_dict(), False),
-                             rng_states(), state)
+                             rng_states(), state, timing)
+
+
+def _json(obj: dict) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
 
 
 def _write_checkpoint(ckpt_root: Path, step: int, tensors: dict, metadata: dict, optim: dict, rng: dict,
-                      state: dict, delay_s: float = 0.0) -> Path:
+                      state: dict, timing: dict | None = None, delay_s: float = 0.0) -> Path:
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / checkpoint_name(step)
     tmp = ckpt_root / f".tmp_{checkpoint_name(step)}_{os.getpid()}"
@@ -155,10 +168,11 @@ def _write_checkpoint(ckpt_root: Path, step: int, tensors: dict, metadata: dict,
             "model.safetensors": lambda p: save_file(tensors, str(p), metadata=metadata or None),
             "optim.pt": lambda p: torch.save(optim, p),
             "rng.pt": lambda p: torch.save(rng, p),
-            "state.json": lambda p: p.write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True)),
+            "state.json": lambda p: p.write_text(_json({**state, "step": step})),
+            TIMING: lambda p: p.write_text(_json({**(timing or {}), "saved_at": round(time.time(), 3)})),
         }
         lines = []
-        for name in FILES:
+        for name in (*FILES, TIMING):
             writers[name](tmp / name)
             fsync_file(tmp / name)
             lines.append(f"{sha256_file(tmp / name)}  {name}\n")
@@ -203,7 +217,7 @@ def verify_checkpoint(path: Path) -> str | None:
     for line in manifest.read_text().splitlines():
         digest, _, name = line.partition("  ")
         expected[name] = digest
-    for name in FILES:
+    for name in (*FILES, *([TIMING] if TIMING in expected else [])):
         if name not in expected:
             return f"{name} not listed in MANIFEST"
         if not (Path(path) / name).is_file():
@@ -236,7 +250,8 @@ def find_resumable(ckpt_root: Path) -> tuple[Path | None, list[str]]:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="cpu") -> dict:
     """Loads weights (and optimizer and RNG states when an optimizer is given) from a verified
-    checkpoint; returns its state.json."""
+    checkpoint; returns its state.json with timing.json under "timing" (for a checkpoint older
+    than timing.json, the same figures taken from its state.json)."""
     path = Path(path)
     problem = verify_checkpoint(path)
     if problem:
@@ -254,6 +269,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
             "start a new run (run.name) or restore the config it was trained with"
         )
     state = json.loads((path / "state.json").read_text())
+    if (path / TIMING).is_file():
+        state["timing"] = json.loads((path / TIMING).read_text())
+    else:
+        state["timing"] = {"train_seconds": state.pop("train_seconds", 0.0), "cost": state.pop("cost", {})}
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optim.pt", map_location=device, weights_only=True))
         restore_rng_states(torch.load(path / "rng.pt", weights_only=False))

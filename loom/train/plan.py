@@ -35,6 +35,11 @@ Memory per device in training (`memory_estimate`), by part:
     of two training steps on a CPU for four shapes from 1M to 55M parameters came out 11% to 24%
     above the sum of the parts above; with the factor the estimate fell within 6% of each.
     `tests/train/test_plan.py` measures three shapes again on every test run.
+
+Of those layouts loom's trainer runs one today: the model replicated on every device (DDP) with
+every activation kept (`TRAINABLE`). The sharded and checkpointed rows say what FSDP and
+activation checkpointing would buy; they are marked "not supported by loom train yet" and never
+count as the plan fitting.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from dataclasses import dataclass
 
 from loom.train.cost import PEAK_TFLOPS, PRICE_PER_HOUR, table_key
 
+# The layouts `loom.train.trainer` can run: it wraps the model in DDP, and nothing else.
+TRAINABLE = ("replicated",)
 TOKENS_PER_PARAM = 20.0  # Chinchilla (Hoffmann et al. 2022)
 CHINCHILLA_FIT = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 TRANSIENT_FACTOR = 1.3  # measured; see the module docstring
@@ -152,16 +159,16 @@ def shape_for(n_params: float, vocab_size: int, base):
 
 def device_facts(device: str) -> dict:
     """Peak TFLOP/s, price per hour and memory of a named device ("h100", "A100"), or of this
-    machine's CPU ("cpu": its measured matrix-product rate and its memory)."""
+    machine's CPU ("cpu": its fp32 peak, as training measures MFU against it, and its memory)."""
     if device.strip().lower() == "cpu":
         import os
 
         import torch
 
-        from loom.train.cost import matmul_peak
+        from loom.train.cost import peak_flops
 
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-        return {"name": "cpu", "peak_tflops": matmul_peak(torch.device("cpu")) / 1e12,
+        return {"name": "cpu", "peak_tflops": peak_flops(torch.device("cpu"), dtype="float32")[0] / 1e12,
                 "price_per_hour": PRICE_PER_HOUR["cpu"], "memory_gb": memory}
     key = table_key(device, PEAK_TFLOPS)
     if key is None:
@@ -187,7 +194,7 @@ def run_figures(model_cfg, tokens: float, seq_len: int, micro_batch: int, device
         f"sharded over {devices}": sharded.total, f"sharded over {devices} + activation checkpointing":
         sharded.total_checkpointed,
     }
-    fits = [name for name, b in options.items() if b <= capacity]
+    fits = [name for name, b in options.items() if b <= capacity and name in TRAINABLE]
     return {
         "parameters": n, "tokens": tokens, "flops": flops, "wall_hours": seconds / 3600,
         "device_hours": device_hours, "money": device_hours * device["price_per_hour"],
@@ -279,11 +286,15 @@ def render(plan: dict, currency: str = "USD") -> str:
                                 f"{plan['config'].train.micro_batch} x {plan['config'].train.seq_len}"),
     ]
     for name, b in plan["memory_options"].items():
-        verdict = "fits" if b <= plan["capacity_bytes"] else "DOES NOT FIT"
+        if name not in TRAINABLE:
+            verdict = "not supported by loom train yet" + (" (would fit)" if b <= plan["capacity_bytes"] else "")
+        else:
+            verdict = "fits" if b <= plan["capacity_bytes"] else "DOES NOT FIT"
         rows.append((f"memory: {name}", f"{_gb(b)} per device: {verdict}"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if not plan["fits"]:
-        lines.append(f"WARNING: no layout fits in {dev['memory_gb']:g} GB per device; lower train.micro_batch "
-                     "(raise train.batch_tokens' accumulation instead), use more devices, or a smaller model")
+        lines.append(f"WARNING: no layout loom train runs ({', '.join(TRAINABLE)}) fits in {dev['memory_gb']:g} GB "
+                     "per device; lower train.micro_batch (raise train.batch_tokens' accumulation instead), use "
+                     "more devices, or a smaller model")
     return "\n".join(lines)

@@ -9,7 +9,13 @@ steps and at the end; rank 0 writes the run directory.
 
 Resume is exact: the checkpoint carries the weights, the optimizer, the step, the loader's
 position and every RNG state, so on the CPU N steps + resume + M steps equals N + M steps bit
-for bit.
+for bit. Runs are reproducible: torch's, numpy's and Python's global generators are all seeded
+from `run.seed` at the start, on every rank alike (the model must start the same on every rank,
+and each rank's data comes from the loader's own seeded order, not from these generators), so
+two identical runs on a CPU write byte-identical checkpoints but for their timing.json.
+
+A run found complete (its checkpoint at `train.steps` or later) trains nothing: `train` returns
+the figures the run recorded when it finished, marked `already_complete`.
 
 Does not own: where tokens come from (a `ShardLoader` hands out batches), the network (`GPT`),
 or how processes are launched (torchrun; see `distributed`).
@@ -21,6 +27,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -29,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -39,9 +47,9 @@ from loom.model import GPT
 from loom.model.moe import update_balance_bias
 from loom.train import distributed
 from loom.train.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
-from loom.train.cost import CostMeter, budget_exceeded
+from loom.train.cost import CostMeter, budget_exceeded, uses_bf16
 from loom.train.health import HANG_EXIT_CODE, FaultInjector, Heartbeat, SpikeDetector, Watchdog, stragglers
-from loom.util import atomic_write_text
+from loom.util import atomic_write_text, remove_leftovers
 
 
 def lr_at(step: int, cfg) -> float:
@@ -65,9 +73,16 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
 
 
 def autocast_context(device: torch.device, dtype: str):
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+    if uses_bf16(device, dtype):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds every global generator a run could draw from: torch (CPU and CUDA), numpy, random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 class StopRequest:
@@ -165,7 +180,9 @@ def train(cfg: LoomConfig, resume: str = "auto") -> dict:
 
     resume: "auto" continues from the newest valid checkpoint of the run if there is one,
     "always" requires one, "never" refuses to touch a run directory that already has one.
-    Returns a summary: steps, first and last validation loss, tokens/s, run directory.
+    Returns a summary: steps, first and last validation loss, tokens/s, cost, run directory;
+    `already_complete` is True when the run had finished before and nothing was trained (the
+    figures are then the ones recorded when it finished).
     """
     info = distributed.init_distributed(cfg.train.device)
     stop = StopRequest()
@@ -303,11 +320,10 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.toml", cfg.to_toml())
         shutil.copyfile(tokenizer_path(cfg), run_dir / "tokenizer.json")
-        for leftover in ckpt_root.glob(".tmp_step_*"):  # a save cut short by a crash
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_leftovers(ckpt_root, ".tmp_step_*")  # saves cut short by a crash; not a live writer's
     distributed.barrier()
 
-    torch.manual_seed(cfg.run.seed)
+    seed_everything(cfg.run.seed)
     model = GPT(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg, device)
     loader = ShardLoader(shard_dir(cfg), "train", t.seq_len, t.micro_batch, info.rank, info.world_size, cfg.run.seed)
@@ -323,8 +339,10 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
     def restore(path: Path) -> None:
         state = load_checkpoint(path, model, optimizer, device)
         loader.load_state_dict(state["loader"])
-        counters.update(step=state["step"], tokens_seen=state["tokens_seen"], train_seconds=state["train_seconds"])
-        meter.load_state_dict(state.get("cost", {}))
+        timing = state["timing"]
+        counters.update(step=state["step"], tokens_seen=state["tokens_seen"],
+                        train_seconds=timing.get("train_seconds", 0.0))
+        meter.load_state_dict(timing.get("cost", {}))
         guards.load_state_dict(state.get("health", {}))
 
     for note in notes:
@@ -332,6 +350,17 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
         log.say(f"[loom] {note}")
     if resume_from is not None:
         restore(resume_from)
+        if counters["step"] >= t.steps:
+            log.say(f"[loom] {run_dir} is already complete at step {counters['step']} (train.steps is {t.steps}): "
+                    "nothing to train; raise train.steps to train on, or pick another run.name")
+            recorded = recorded_summary(run_dir, counters["step"])
+            if recorded is None:  # no end event (a crash after the last save, an older loom): what is on disk
+                meter.started = time.monotonic()  # the wall time the checkpoint holds, none of this call's
+                vals = [r["val_loss"] for r in _read_jsonl(log.metrics_path) if "val_loss" in r] or [None]
+                recorded = _summary(run_dir, counters, None, False, vals[0], vals[-1], n_params, flops_per_token,
+                                    guards, meter, info.world_size)
+            return {**recorded, "run_dir": str(run_dir), "already_complete": True, "interrupted": False,
+                    "stopped_because": None}
         log.truncate_after(counters["step"])
         log.event("resume", step=counters["step"], checkpoint=resume_from.name,
                   restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
@@ -350,11 +379,10 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
 
     def checkpoint(at_step: int) -> None:
         if info.is_main:
-            writer.save(at_step, model, optimizer, {
-                "loader": loader.state_dict(), "tokens_seen": counters["tokens_seen"],
-                "train_seconds": counters["train_seconds"], "cost": meter.state_dict(),
-                "health": guards.state_dict(),
-            })
+            writer.save(at_step, model, optimizer,
+                        {"loader": loader.state_dict(), "tokens_seen": counters["tokens_seen"],
+                         "health": guards.state_dict()},
+                        {"train_seconds": counters["train_seconds"], "cost": meter.state_dict()})
         distributed.barrier()
 
     def rollback(reason: str, bad_windows: list[tuple[int, int]]) -> None:
@@ -466,6 +494,10 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
                 tokens_per_s = window_tokens / max(now - window_start, 1e-9)
                 window_tokens, window_start = 0, now
                 cost = meter.snapshot(tokens_per_s)
+                if meter.notice:
+                    log.event("peak_raised", step=step, detail=meter.notice, peak_tflops=meter.peak / 1e12)
+                    log.say(f"[loom] step {step}: {meter.notice}")
+                    meter.notice = None
                 log.metric({"step": step, "loss": train_loss, "lr": lr, "grad_norm": grad_norm_value,
                             "tokens_per_s": round(tokens_per_s, 1), "tokens": counters["tokens_seen"],
                             "elapsed_s": round(counters["train_seconds"], 3), **cost, **moe_record})
@@ -494,28 +526,49 @@ def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
             writer.wait()
     heartbeat.beat(counters["step"], force=True)
 
-    summary = {
+    if info.is_main:
+        first_val = first_logged_val_loss(log.metrics_path, first_val)
+    summary = _summary(run_dir, counters, stopped_because, stop.requested, first_val, last_val, n_params,
+                       flops_per_token, guards, meter, info.world_size)
+    if meter.notice:  # raised by the whole-run rate
+        log.event("peak_raised", step=counters["step"], detail=meter.notice, peak_tflops=meter.peak / 1e12)
+    # The end event keeps the figures, so that a later call on the finished run can show them.
+    log.event("end", step=counters["step"], val_loss=last_val,
+              summary={k: v for k, v in summary.items() if k not in ("run_dir", "already_complete")})
+    if info.is_main:
+        write_report(run_dir, cfg, summary)
+    return summary
+
+
+def _summary(run_dir: Path, counters: dict, stopped_because, interrupted: bool, first_val, last_val, n_params: int,
+             flops_per_token: float, guards: Guards, meter: CostMeter, world_size: int) -> dict:
+    tokens_per_s = counters["tokens_seen"] / max(counters["train_seconds"], 1e-9)
+    return {
         "run_dir": str(run_dir),
-        "interrupted": stop.requested,
+        "already_complete": False,
+        "interrupted": interrupted,
         "stopped_because": stopped_because,
         "steps": counters["step"],
         "tokens": counters["tokens_seen"],
         "first_val_loss": first_val,
         "final_val_loss": last_val,
         "train_seconds": counters["train_seconds"],
-        "tokens_per_s": counters["tokens_seen"] / max(counters["train_seconds"], 1e-9),
+        "tokens_per_s": tokens_per_s,
         "parameters": n_params,
         "flops_per_token": flops_per_token,
         "health": dict(guards.counts),
-        "cost": {**meter.snapshot(counters["tokens_seen"] / max(counters["train_seconds"], 1e-9)),
-                 "currency": meter.currency, "price_per_device_hour": meter.price, "price_source": meter.price_source,
-                 "peak_tflops": meter.peak / 1e12, "peak_source": meter.peak_source, "world_size": info.world_size},
+        "cost": {**meter.snapshot(tokens_per_s), "currency": meter.currency, "price_per_device_hour": meter.price,
+                 "price_source": meter.price_source, "peak_tflops": meter.peak / 1e12,
+                 "peak_source": meter.peak_source, "world_size": world_size},
     }
-    log.event("end", step=counters["step"], val_loss=last_val)
-    if info.is_main:
-        summary["first_val_loss"] = first_logged_val_loss(log.metrics_path, first_val)
-        write_report(run_dir, cfg, summary)
-    return summary
+
+
+def recorded_summary(run_dir: Path, step: int) -> dict | None:
+    """The summary a finished run recorded in its end event at `step`, or None."""
+    for event in reversed(_read_jsonl(run_dir / "events.jsonl")):
+        if event.get("event") == "end" and event.get("step") == step and isinstance(event.get("summary"), dict):
+            return event["summary"]
+    return None
 
 
 def first_logged_val_loss(metrics_path: Path, default: float | None) -> float | None:

@@ -65,7 +65,8 @@ def test_text_dir_reads_text_files_in_sorted_order_with_ids_domain_and_meta(tmp_
     assert [d.id for d in docs] == ["notes/README", "notes/a.txt", "notes/b.md", "notes/sub/c.rst"]
     assert docs[1].text == "First document."
     assert {d.domain for d in docs} == {"text"} and {d.source for d in docs} == {"notes"}
-    assert docs[3].meta == {"path": "sub/c.rst"}
+    assert docs[3].meta == {"path": "sub/c.rst", "markup": "rst"} and docs[2].meta["markup"] == "markdown"
+    assert docs[0].meta["markup"] == docs[1].meta["markup"] == "plain"
     assert stats.files_seen == 4 and stats.documents == 4 and stats.unreadable == 0
     assert stats.files_skipped == {"unknown extension": 1, "hidden file": 1}
     assert stats.dirs_skipped == {"version control dir": 1}
@@ -94,7 +95,9 @@ def test_code_repo_languages_and_skipped_directories(tmp_path):
         "Makefile": "all:\n\techo hi\n",
         "Dockerfile": "FROM python:3.11\n",
         "docs/guide.md": "# Guide\n",
-        "notes.txt": "unknown extension for code\n",
+        "notes.txt": "prose in a repository\n",
+        "LICENSE-MIT": "Permission is hereby granted\n",
+        "data.bin": b"\0\1\2",
         "node_modules/pkg/index.js": "module.exports = 1;\n",
         "vendor/dep/v.go": "package dep\n",
         "third_party/t.c": "int x;\n",
@@ -111,12 +114,15 @@ def test_code_repo_languages_and_skipped_directories(tmp_path):
     assert {d.id: d.domain for d in docs} == {
         "repo/Dockerfile": "code:dockerfile",
         "repo/Makefile": "code:make",
-        "repo/docs/guide.md": "code:markdown",
+        "repo/LICENSE-MIT": "text",
+        "repo/docs/guide.md": "text",
+        "repo/notes.txt": "text",
         "repo/lib/x.rs": "code:rust",
         "repo/src/app.ts": "code:typescript",
         "repo/src/main.py": "code:python",
     }
     assert [d.id for d in docs] == sorted(d.id for d in docs)  # names sort the same as paths here
+    assert next(d for d in docs if d.id == "repo/docs/guide.md").meta["markup"] == "markdown"
     assert docs[0].meta == {"path": "Dockerfile"} and docs[0].text == "FROM python:3.11\n"
     assert stats.dirs_skipped == {"vendored or build dir": 5, "version control dir": 1, "hidden dir": 1}
     assert stats.files_skipped == {"unknown extension": 1}
@@ -346,12 +352,15 @@ def test_stdlib_ids_are_prefixed_with_the_source_name():
     assert bad == [] and docs and all(d.id.startswith("py/") and d.source == "py" for d in docs)
     assert {d.domain for d in docs} == {"text", "code:python"}
     assert len({d.id for d in docs}) == len(docs)
-    assert stats.files_seen == 5 and stats.documents == len(docs)
+    # max_files limits the .py files; the prose files are always read (a few, small)
+    from loom.data.stdlib_corpus import stdlib_prose_files
+
+    assert stats.files_seen == 5 + len(stdlib_prose_files()) and stats.documents == len(docs)
 
 
 @pytest.mark.slow
 def test_stdlib_files_that_are_not_utf8_come_out_as_unreadable_in_the_stream():
-    from loom.data.stdlib_corpus import stdlib_files, stdlib_root
+    from loom.data.stdlib_corpus import stdlib_files, stdlib_prose_files, stdlib_root
 
     def is_utf8(path):
         try:
@@ -371,14 +380,14 @@ def test_stdlib_files_that_are_not_utf8_come_out_as_unreadable_in_the_stream():
     items = list(read_source(SourceConfig(max_files=index + 1), stats=stats))
     assert items[-1] == Unreadable("stdlib", os.path.join(root, rel), None, items[-1].error)
     assert items[-1].error.startswith("not valid UTF-8 (byte ")
-    assert stats.unreadable >= 1 and stats.files_seen == index + 1
+    assert stats.unreadable >= 1 and stats.files_seen == index + 1 + len(stdlib_prose_files(root))
 
 
 def test_stdlib_files_that_are_not_utf8_give_a_reason(tmp_path):
     from loom.data.stdlib_corpus import _read_one
 
     write(tmp_path, "latin.py", b"# -*- coding: latin-1 -*-\ns = 'caf\xe9'\n")
-    rel, code, docstrings, reason, message = _read_one((str(tmp_path), "latin.py"))
+    rel, code, docstrings, comments, reason, message = _read_one((str(tmp_path), "latin.py"))
     assert (code, reason) == (None, "not_utf8")
     assert message.startswith("not valid UTF-8 (byte 0xe9 at offset 34")
 
@@ -420,3 +429,156 @@ def test_read_source_fails_before_reading_anything(tmp_path):
     items = read_source(SourceConfig(name="x", kind="parquet", path=str(tmp_path / "missing")))
     with pytest.raises(ConfigError, match=r"data.sources\[x\].path: .*missing does not exist"):
         next(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prose in code repositories, include / exclude globs, markup
+# ---------------------------------------------------------------------------------------------
+
+GOOD_README = """# Tiler
+
+Tiler cuts large images into square tiles that a web map can load one at a time, so that a
+browser never has to hold the whole picture in memory while the user moves around it.
+
+```python
+from tiler import cut
+cut("world.png", size=256, out="tiles/")
+```
+
+The tiles are written in the folder layout that most map viewers expect, one folder for each
+zoom level, and the program can be stopped and started again without losing the tiles it has
+already written. Each tile is checked against the source image before it is kept.
+
+## Installing
+
+Install it with `pip install tiler`, then run `tiler --help` to see the options it takes and
+the defaults that the program uses when an option is left out of the command line.
+"""
+
+COOKIE_PAGE = """# Welcome
+
+This website uses cookies to improve your experience. By browsing you accept our cookie policy.
+We use cookies for analytics. Read our privacy policy and terms of use.
+Accept all cookies | Reject | Settings
+
+[Buy now](http://deals.example) [Buy now](http://deals.example) [Buy now](http://deals.example)
+"""
+
+
+def test_prose_in_a_code_repo_is_text_and_meets_the_text_rules(tmp_path):
+    from loom.config import load_config
+    from loom.data.build import clean_corpus, clean_documents
+
+    repo = tmp_path / "repo"
+    write(repo, "src/tiler.py", "def cut(path, size=256, out='tiles/'):\n    return [path, size, out]\n" * 3)
+    write(repo, "README.md", GOOD_README)
+    write(repo, "docs/cookies.md", COOKIE_PAGE)
+    cfg = load_config(None, [f'data.sources=[{{name="repo", kind="code_repo", path="{repo}"}}]',
+                             f'data.dir="{tmp_path}/data"', "data.workers=1", "data.scrub_pii=false"])
+    acct = clean_corpus(cfg)["accounting"]
+    kept = {d.id: d.domain for d in clean_documents(cfg)}
+    assert kept == {"repo/README.md": "text", "repo/src/tiler.py": "code:python"}
+    # the cookie page reached the text rules (its notice lines removed by C4's rule, the rest dropped)
+    assert acct["by_domain"]["text"]["dropped"] == 1 and acct["c4_lines_removed"] >= 2
+    text_rules = ("gopher", "gopher_repetition", "fineweb", "c4")
+    assert all(rule.split(".")[0] in text_rules for rule in acct["dropped_by_rule"])
+    assert sum(acct["dropped_by_rule"].values()) == 1
+    assert not any(d.startswith("code:markdown") for d in acct["by_domain"])
+
+
+def tree(root):
+    for rel in ("README.md", "src/a.py", "src/b.min.js", "src/sub/c.py", "src/sub/d.js", "lib/src/e.py",
+                "tests/test_a.py", "src/tests/test_b.py", "docs/guide.md", "docs/api/index.md", "build.py"):
+        write(root, rel, f"// {rel}\n")
+
+
+def ids(cfg, **kw):
+    return [d.id.split("/", 1)[1] for d in read(cfg, **kw)[0]]
+
+
+@pytest.mark.parametrize("include, exclude, expected", [
+    # no / : a name at any depth; a directory covers everything under it
+    ([], ["*.min.js", "tests"], ["README.md", "build.py", "docs/api/index.md", "docs/guide.md", "lib/src/e.py",
+                                 "src/a.py", "src/sub/c.py", "src/sub/d.js"]),
+    # a / anchors at the top of path; * does not cross /
+    (["src/*.py"], [], ["src/a.py"]),
+    # ** is any number of directories, none included
+    (["src/**/*.py"], [], ["src/a.py", "src/sub/c.py", "src/tests/test_b.py"]),
+    (["**/*.md"], ["docs/api/"], ["README.md", "docs/guide.md"]),
+    # docs, docs/ and docs/** say the same; ? and [] match one character of a name
+    (["docs"], [], ["docs/api/index.md", "docs/guide.md"]),
+    (["docs/**"], ["docs/api"], ["docs/guide.md"]),
+    (["src/?.py", "lib/[a-z]*/[!x].py"], [], ["lib/src/e.py", "src/a.py"]),
+    # a trailing / matches directories only: the file build.py is no directory named build.py/
+    ([], ["build.py/", "/src", "tests/"], ["README.md", "build.py", "docs/api/index.md", "docs/guide.md",
+                                           "lib/src/e.py"]),
+])
+def test_include_and_exclude_globs(tmp_path, include, exclude, expected):
+    tree(tmp_path)
+    cfg = SourceConfig(name="r", kind="code_repo", path=str(tmp_path), include=include, exclude=exclude)
+    assert ids(cfg) == expected
+
+
+def test_globs_are_counted_by_reason_and_apply_to_every_path_kind(tmp_path):
+    tree(tmp_path / "repo")
+    stats = SourceStats()
+    cfg = SourceConfig(name="r", kind="code_repo", path=str(tmp_path / "repo"), include=["src/**"],
+                       exclude=["tests", "*.min.js"])
+    assert ids(cfg, stats=stats) == ["src/a.py", "src/sub/c.py", "src/sub/d.js"]
+    assert stats.dirs_skipped == {"excluded by glob": 2}  # tests/ and src/tests/, not entered
+    assert stats.files_skipped == {"excluded by glob": 1, "not included": 5}  # README, build.py, lib, docs
+    for name in ("keep.txt", "drop.txt", "old/keep.txt"):
+        write(tmp_path / "notes", name, f"{name}\n")
+    cfg = SourceConfig(name="t", kind="text_dir", path=str(tmp_path / "notes"), exclude=["drop.txt", "old/"])
+    assert ids(cfg) == ["keep.txt"]
+    for name in ("a.jsonl", "b.jsonl", "part/c.jsonl"):
+        write(tmp_path / "dump", name, json.dumps({"text": name}) + "\n")
+    cfg = SourceConfig(name="j", kind="jsonl", path=str(tmp_path / "dump"), include=["part/*.jsonl", "a.*"])
+    assert [d.text for d in read(cfg)[0]] == ["a.jsonl", "part/c.jsonl"]
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("", "empty pattern"),
+    ("  ", "empty pattern"),
+    ("docs\\*.md", "backslash"),
+    ("src/**.py", "whole segment"),
+    ("a[bc", "without its ]"),
+    ("../other/*.py", "'..'"),
+    ("docs//a.md", "empty"),
+    ("/", "names no file"),
+    (3, "not a string"),
+])
+def test_bad_globs_are_config_errors_naming_the_key(tmp_path, pattern, message):
+    from loom.config import load_config
+
+    tree(tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.sources\[r\]\.exclude: .*" + message):
+        validate_source(SourceConfig(name="r", kind="code_repo", path=str(tmp_path), exclude=[pattern]))
+    value = json.dumps(pattern)
+    # the config's type check names a non-string first
+    in_config = r"data\.sources\[0\]\.include: .*" + message if isinstance(pattern, str) else r"\[0\] must be str"
+    with pytest.raises(ConfigError, match=in_config):
+        load_config(None, [f'data.sources=[{{name="r", kind="code_repo", path="{tmp_path}", include=[{value}]}}]'])
+
+
+def test_globs_need_a_directory_and_select_something(tmp_path):
+    write(tmp_path, "one.jsonl", json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="path .* is a file"):
+        validate_source(SourceConfig(name="j", kind="jsonl", path=str(tmp_path / "one.jsonl"), exclude=["*.bak"]))
+    with pytest.raises(ConfigError, match="stdlib source has none"):
+        validate_source(SourceConfig(include=["*.py"]))
+    with pytest.raises(ConfigError, match="that include and exclude let through"):
+        validate_source(SourceConfig(name="j", kind="jsonl", path=str(tmp_path), include=["*.parquet"]))
+
+
+def test_markup_of_records_comes_from_the_source(tmp_path):
+    write(tmp_path, "readmes.jsonl", json.dumps({"text": "# Title\n\nSome `code`."}) + "\n")
+    docs, _, _ = read(SourceConfig(name="j", kind="jsonl", path=str(tmp_path / "readmes.jsonl")))
+    assert "markup" not in docs[0].meta  # as web text is extracted: datatrove's layout
+    docs, _, _ = read(SourceConfig(name="j", kind="jsonl", path=str(tmp_path / "readmes.jsonl"), markup="markdown"))
+    assert docs[0].meta["markup"] == "markdown"
+    write(tmp_path / "notes", "a.md", "# A\n")
+    docs, _, _ = read(SourceConfig(name="t", kind="text_dir", path=str(tmp_path / "notes"), markup="none"))
+    assert "markup" not in docs[0].meta
+    with pytest.raises(ConfigError, match=r"markup 'html' is not known"):
+        validate_source(SourceConfig(name="t", kind="text_dir", path=str(tmp_path / "notes"), markup="html"))

@@ -163,7 +163,8 @@ def test_registered_as_loom_and_built_from_an_arg_string(tiny_run, adapter):
         LoomHarnessLM(run=str(run_dir), batch_size="many")
     with pytest.raises(LoomError, match="needs a run directory"):
         LoomHarnessLM()
-    assert adapter.get_model_info()["n_params"] > 0
+    info = adapter.get_model_info()
+    assert info["n_params"] == adapter.lm.model.num_params() and info["max_length"] == cfg.model.max_seq_len
 
 
 # --- the three request types against loom's own forward pass ----------------------------------------

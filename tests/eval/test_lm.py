@@ -131,9 +131,17 @@ def test_samples_are_seeded_and_batched(tiny_run):
 
 
 def test_long_prompt_keeps_room_for_the_answer(tiny_run):
+    """A prompt longer than the context loses its oldest tokens, not the answer's room: the answer
+    is what greedy decoding gives after the prompt's latest tokens, all 10 of them."""
     lm = LoomLM.from_run(tiny_run[0])
-    (out,) = lm.generate("word " * 500, 10, stop=())
-    assert isinstance(out, str)
+    prompt = "word " * 500
+    (out,) = lm.generate(prompt, 10, stop=())
+    ids = lm.encode(prompt)
+    assert len(ids) > lm.max_len
+    window = [lm.tok.bos_id, *ids[-(lm.max_len - 10 - 1):]]
+    expected = list(generate(lm.model, window, 10, temperature=0, stop_ids=[lm.tok.eos_id]))
+    assert len(expected) == 10 or expected[-1] == lm.tok.eos_id
+    assert out == lm.tok.decode([t for t in expected if t != lm.tok.eos_id])
 
 
 def test_cut_at_stop():

@@ -408,12 +408,18 @@ def test_a_parent_that_is_not_root_still_contains_the_program():
         pytest.skip("needs root, setpriv and a system python3 to start an unprivileged parent")
     if subprocess.run([python, "-c", "import sys; assert sys.version_info >= (3, 11)"]).returncode:
         pytest.skip("the system python3 is older than 3.11")
-    home = Path(tempfile.mkdtemp(prefix="loom-sandbox-test-"))  # not under pytest's 0700 tmp_path
+    # The unprivileged parent reads the module from a copy it can reach: the checkout may lie
+    # under a directory others cannot enter (a 0700 /root, where a root user clones by default),
+    # and so may pytest's tmp_path.
+    home = Path(tempfile.mkdtemp(prefix="loom-sandbox-test-"))
     home.chmod(0o755)
+    module = home / "sandbox.py"
+    shutil.copyfile(sandbox.__file__, module)
+    module.chmod(0o644)
     script = home / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import importlib.util, json, os, sys
-        spec = importlib.util.spec_from_file_location("sandbox", {sandbox.__file__!r})
+        spec = importlib.util.spec_from_file_location("sandbox", {str(module)!r})
         sandbox = importlib.util.module_from_spec(spec)
         sys.modules["sandbox"] = sandbox
         spec.loader.exec_module(sandbox)
@@ -449,3 +455,34 @@ def test_a_parent_that_is_not_root_still_contains_the_program():
     assert out["loop"][0] == "timeout"
     assert out["locked"] == ["ok", False]
     assert not Path("/tmp/loom_sandbox_escape_nonroot").exists()
+
+
+def test_a_checkout_others_cannot_enter_still_runs_programs():
+    """Where loom lies under a directory only root may enter (a 0700 /root), the program, which
+    runs as another uid, must not need loom's files: the child reads its script before it drops
+    root's identity, and nothing of loom's after."""
+    if not ROOT:
+        pytest.skip("needs root: only then does the program run as another uid")
+    closed = Path(tempfile.mkdtemp(prefix="loom-closed-"))  # mode 0700
+    try:
+        module = closed / "inner" / "sandbox.py"
+        module.parent.mkdir()
+        shutil.copyfile(sandbox.__file__, module)
+        assert closed.stat().st_mode & 0o777 == 0o700
+        script = textwrap.dedent(f"""
+            import importlib.util, json, sys
+            spec = importlib.util.spec_from_file_location("sandbox", {str(module)!r})
+            sandbox = importlib.util.module_from_spec(spec)
+            sys.modules["sandbox"] = sandbox
+            spec.loader.exec_module(sandbox)
+            r = sandbox.run_python("import os\\nprint(os.getuid(), 6 * 7)")
+            print(json.dumps([r.status, r.stdout, r.stderr[-500:], sandbox.isolation_layers()]))
+        """)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(closed)
+    assert done.returncode == 0, done.stderr
+    status, stdout, stderr, layers = json.loads(done.stdout)
+    assert status == "ok", stderr
+    uid, answer = stdout.split()
+    assert answer == "42" and int(uid) != 0 and any(layer.startswith("uid-drop") for layer in layers)

@@ -47,3 +47,41 @@ def test_index_commands_and_errors(tmp_path):
     bad.write_text(json.dumps({"inputs": ["question"], "nodes": [{"id": "a", "kind": "answer", "value": "{nope}"}]}))
     err = loom("reason", "ask", "--backend", "rules", "--program", str(bad), "hi", cwd=tmp_path, ok=False).stderr
     assert "node 'a' reads nope" in err
+
+
+def mute(run_dir, tmp_path):
+    """A copy of a trained run whose model says nothing: its final norm's weights are zeros, so
+    every logit is 0 and greedy decoding picks id 0, <|bos|>, which decodes to no text."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "mute"
+    shutil.copytree(run_dir, copy)
+    ckpt = copy / "checkpoints" / (copy / "checkpoints" / "latest").read_text().strip()
+    tensors = load_file(ckpt / "model.safetensors")
+    tensors["final_norm.weight"].zero_()
+    save_file(tensors, ckpt / "model.safetensors")
+    lines = []
+    for line in (ckpt / "MANIFEST").read_text().splitlines():
+        name = line.partition("  ")[2]
+        lines.append(f"{hashlib.sha256((ckpt / name).read_bytes()).hexdigest()}  {name}\n")
+    (ckpt / "MANIFEST").write_text("".join(lines))
+    return copy
+
+
+def test_reason_ask_on_a_model_that_answers_nothing_fails_and_says_why(tiny_run, tmp_path):
+    work = tmp_path / "ask"
+    out = loom("reason", "ask", "--backend", f"loom:{mute(tiny_run[0], tmp_path)}", "--workdir", str(work),
+               "What is 2 + 2?", cwd=tmp_path, ok=False)
+    assert out.returncode == 1 and out.stdout.strip() == ""
+    assert "empty-answer; the answer is empty" in out.stderr and "answered nothing" in out.stderr
+    trace = [json.loads(line) for line in (work / "trace.jsonl").read_text().splitlines()]
+    plan, end = trace[1], trace[-1]
+    # the planner's first, greedy reply is empty; its sampled retries may or may not parse
+    assert plan["event"] == "plan" and plan["replies"][0] == ""
+    assert ("the planner got no sub-questions from the model" in out.stderr) == plan["fallback"]
+    calls = [e for e in trace if e["event"] == "model_call"]
+    assert end["event"] == "run_end" and end["model_calls"] == plan["attempts"] + len(calls)
+    assert f"{end['model_calls']} model calls, {end['tokens']} tokens" in out.stderr

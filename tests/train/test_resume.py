@@ -58,7 +58,7 @@ def test_run_layout_and_report(tiny_root):
     assert latest == "step_000006"
     ckpt = run / "checkpoints" / latest
     assert sorted(p.name for p in ckpt.iterdir()) == ["MANIFEST", "model.safetensors", "optim.pt", "rng.pt",
-                                                       "state.json"]
+                                                       "state.json", "timing.json"]
     assert verify_checkpoint(ckpt) is None
     records = read_metrics(run)
     train_records = [r for r in records if "loss" in r]
