@@ -188,10 +188,12 @@ LANGUAGE_OVERRIDES: dict[str, dict] = {
 class TextView:
     """Splits of one document computed once and shared by the rules."""
 
-    def __init__(self, text: str, list_items: int | None = None):
+    def __init__(self, text: str, list_items: int | None = None, rendered: bool = False):
         self.text = text
         # rendered markup (`render_markup`) drops its bullets and says how many items it had
         self.list_items = list_items
+        # a document judged as rendered from its markup (`text_rejection`), not as web text
+        self.rendered = rendered
 
     @cached_property
     def lines(self) -> list[str]:
@@ -282,10 +284,15 @@ def gopher_lines(v: TextView, c: TextQualityConfig) -> str | None:
 
 
 def gopher_alpha_words(v: TextView, c: TextQualityConfig) -> str | None:
-    """Gopher's "80% of words contain at least one alphabetic character", over all tokens,
-    punctuation marks included, as datatrove counts (module docstring)."""
-    alpha = sum(w.isalpha() or any(ch.isalpha() for ch in w) for w in v.tokens)
-    if alpha / max(1, len(v.tokens)) < c.min_alpha_words:
+    """Gopher's "80% of words contain at least one alphabetic character". Web text: over all
+    tokens, punctuation marks included, as datatrove counts (module docstring). A document
+    rendered from its markup: over its words, as the Gopher paper says; the commas, brackets
+    and quotes of careful prose (a licence's "(the "Software"), to deal in the Software
+    without restriction, including...") would otherwise sink it below the threshold, as they
+    did the MIT licence."""
+    counted = v.words if v.rendered else v.tokens
+    alpha = sum(w.isalpha() or any(ch.isalpha() for ch in w) for w in counted)
+    if alpha / max(1, len(counted)) < c.min_alpha_words:
         return "gopher.few_alphabetic_words"
     return None
 
@@ -410,10 +417,10 @@ def text_rejection(text: str, cfg: TextQualityConfig, markup: str | None = None)
     """The name of the first text rule `text` fails, or None when it passes them all. `markup`
     (one of `MARKUPS`): the rules judge the document as rendered (`render_markup`) when
     `cfg.markup_aware`; None: as it is, a paragraph per line, as web text is extracted."""
-    items = None
-    if markup and cfg.markup_aware:
+    items, rendered = None, bool(markup and cfg.markup_aware)
+    if rendered:
         text, items = render_markup(text, markup)
-    view = TextView(text, items)
+    view = TextView(text, items, rendered)
     for rule in TEXT_RULES:
         reason = rule(view, cfg)
         if reason:

@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from loom.data.documents import Document
 from loom.data.sources import is_prose_file, markup_of
+from loom.util import end_with_parent
 
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 # Test directories hold fixtures (encodings, mail, numbers), not prose: only their READMEs are read.
@@ -209,10 +210,13 @@ def stdlib_documents(
         pool = None
     else:
         # fork where the platform has it: spawn would re-import the caller's main module,
-        # which breaks scripts without a `__main__` guard. The workers only parse files.
+        # which breaks scripts without a `__main__` guard. The workers only parse files, and end
+        # with this process; a generator may be consumed from another thread than the one that
+        # made the pool, so the workers watch their parent instead of asking for PDEATHSIG.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=end_with_parent,
+                                   initargs=(os.getpid(), False))
         results = pool.map(_read_one, jobs, chunksize=16)
     try:
         for rel, code, docstrings, comments, reason, message in results:

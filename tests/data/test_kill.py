@@ -134,6 +134,31 @@ def test_end_with_parent_ends_the_workers_of_a_killed_process(pdeathsig):
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_the_stdlib_corpus_readers_end_when_their_process_is_killed():
+    # `loom quickstart` reads the standard library in a pool of its own, consumed as a generator
+    script = ("import time\n"
+              "from loom.data.stdlib_corpus import stdlib_documents\n"
+              "docs = stdlib_documents(workers=2)\n"
+              "next(d for d in docs if d.domain.startswith('code'))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert wait_for(lambda: len(children(proc.pid)) >= 2, 30)
+        workers = children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert wait_for(lambda: not any(running(pid) for pid in workers), 30, 0.05), "readers outlived their parent"
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_without_pdeathsig_a_pool_outlives_the_thread_that_started_it():
     # PR_SET_PDEATHSIG follows the forking thread: a pool that is used on after that thread
     # ended keeps its workers only without it

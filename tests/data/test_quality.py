@@ -426,6 +426,34 @@ def test_unknown_markup_is_an_error():
         text_rejection(good_text(), CFG, "asciidoc")
 
 
+# What each rule says of a document with no words: the word-count rule drops it, and every rule
+# after it either passes it or names one of its own reasons (ratios over nothing are defined).
 @pytest.mark.parametrize("rule", q.TEXT_RULES)
-def test_every_text_rule_handles_empty_text(rule):
-    rule(view(""), CFG)  # must not raise
+@pytest.mark.parametrize("empty", ["", "\n\n", "   \t  "])
+def test_every_text_rule_handles_empty_text(rule, empty):
+    verdict = rule(view(empty), CFG)
+    family = rule.__name__.split("_")[0]  # gopher_word_count -> "gopher", c4_... -> "c4"
+    assert verdict is None or (isinstance(verdict, str) and verdict.startswith(family)), verdict
+    if rule is q.gopher_word_count:
+        assert verdict == "gopher.too_few_words"
+    for markup in (None, *q.MARKUPS):
+        assert text_rejection(empty, CFG, markup) == "gopher.too_few_words"
+
+
+def test_rendered_documents_count_letters_over_words_not_punctuation():
+    # A licence's commas, brackets and quotes are tokens too: over all tokens (datatrove's way,
+    # kept for web text) they push a careful legal paragraph under Gopher's 80% of words with a
+    # letter; over its words, as the Gopher paper counts, it holds letters almost everywhere.
+    legal = ("Permission is granted, free of charge, to any person (the \"Licensee\") obtaining a copy "
+             "(the \"Software\"), to use, copy, modify, merge, publish, distribute, and/or sell it, "
+             "subject to: (a) the notice; (b) the \"AS IS\" clause; (c) this list, in full. ") * 4
+    plain_view, rendered_view = TextView(legal), TextView(legal, rendered=True)
+    alpha = sum(any(ch.isalpha() for ch in t) for t in plain_view.tokens)
+    assert alpha / len(plain_view.tokens) < CFG.min_alpha_words
+    assert q.gopher_alpha_words(plain_view, CFG) == "gopher.few_alphabetic_words"
+    assert q.gopher_alpha_words(rendered_view, CFG) is None
+    assert text_rejection(legal, CFG) == "gopher.few_alphabetic_words"
+    assert text_rejection(legal, CFG, "plain") != "gopher.few_alphabetic_words"
+    # words without letters still count against a rendered document
+    numbers = " ".join(f"{i} {i + 1} {i * 7} item" for i in range(40))
+    assert q.gopher_alpha_words(TextView(numbers, rendered=True), CFG) == "gopher.few_alphabetic_words"
