@@ -190,10 +190,26 @@ def test_loglikelihood_equals_a_direct_forward_pass(adapter):
     assert [g for _, g in many] == [g for _, g in got] * 20
 
 
+@torch.no_grad()
 def test_greedy_flag_is_true_for_the_models_own_greedy_continuation(adapter):
-    continuation = adapter.lm.generate("import", 3, stop=())[0]
-    assert continuation
+    # The model's argmax tokens after the context, as text. lm-eval scores a continuation by
+    # encoding context + continuation, so the check needs a continuation whose text encodes back
+    # to the same tokens (BPE may merge two generated tokens into one): the longest such prefix.
+    lm = adapter.lm
+    context = [lm.tok.bos_id, *lm.encode("import")]
+    chosen: list[int] = []
+    for _ in range(4):
+        chosen.append(int(lm.model(torch.tensor([context + chosen]))[0, -1].argmax()))
+    k = next((k for k in range(len(chosen), 0, -1)
+              if lm._pair_ids("import", lm.tok.decode(chosen[:k])) == (context + chosen[:k], k)), 0)
+    assert k, f"no greedy prefix {chosen} encodes back to itself"
+    continuation = lm.tok.decode(chosen[:k])
+    assert lm.generate("import", k, stop=())[0] == continuation
     assert adapter.loglikelihood(requests("loglikelihood", [("import", continuation)]))[0][1] is True
+    # the runner-up first token, where it encodes back to itself, is not greedy
+    runner_up = int(lm.model(torch.tensor([context]))[0, -1].topk(2).indices[1])
+    if lm._pair_ids("import", lm.tok.decode([runner_up])) == (context + [runner_up], 1):
+        assert adapter.loglikelihood(requests("loglikelihood", [("import", lm.tok.decode([runner_up]))]))[0][1] is False
 
 
 def test_loglikelihood_rolling_equals_a_direct_forward_pass(adapter):
