@@ -84,26 +84,31 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_pool_workers_end_when_the_build_is_killed(corpus, tmp_path):
-    data_dir = tmp_path / "data"
-    proc = start_build(corpus, data_dir, "data.workers=2")
+def kill_and_check_its_children_end(proc: subprocess.Popen, count: int, what: str, start_s: float = 30) -> None:
+    """Wait for `count` children of `proc`, SIGKILL it, and assert that they all end."""
     workers: set[int] = set()
     try:
-        assert wait_for(lambda: len(children(proc.pid)) >= 2 or proc.poll() is not None, 120), "no workers started"
-        assert proc.poll() is None, "the build finished before it could be killed"
+        assert wait_for(lambda: len(children(proc.pid)) >= count or proc.poll() is not None, start_s), \
+            f"no {what} started"
+        assert proc.poll() is None, "the process finished before it could be killed"
         workers = children(proc.pid)
-        assert len(workers) == 2 and all(running(pid) for pid in workers)
+        assert len(workers) >= count and all(running(pid) for pid in workers)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         # a bounded wait for them to go, not a measure of how fast they go
         assert wait_for(lambda: not any(running(pid) for pid in workers), 30, 0.05), \
-            f"pool workers {sorted(pid for pid in workers if running(pid))} outlived the killed build"
+            f"{what} {sorted(pid for pid in workers if running(pid))} outlived their killed parent"
     finally:
         proc.kill()
         proc.wait()
         for pid in workers:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_pool_workers_end_when_the_build_is_killed(corpus, tmp_path):
+    proc = start_build(corpus, tmp_path / "data", "data.workers=2")
+    kill_and_check_its_children_end(proc, 2, "pool workers", start_s=120)
 
 
 @pytest.mark.parametrize("pdeathsig", [True, False], ids=["pdeathsig-and-watcher", "watcher-alone"])
@@ -118,20 +123,8 @@ def test_end_with_parent_ends_the_workers_of_a_killed_process(pdeathsig):
               "print('ready', flush=True)\n"
               "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    workers: set[int] = set()
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        assert wait_for(lambda: len(children(proc.pid)) == 2, 30)
-        workers = children(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert wait_for(lambda: not any(running(pid) for pid in workers), 30, 0.05)
-    finally:
-        proc.kill()
-        proc.wait()
-        for pid in workers:
-            if running(pid):
-                os.kill(pid, signal.SIGKILL)
+    assert proc.stdout.readline().strip() == "ready"
+    kill_and_check_its_children_end(proc, 2, "pool workers")
 
 
 def test_the_stdlib_corpus_readers_end_when_their_process_is_killed():
@@ -143,20 +136,8 @@ def test_the_stdlib_corpus_readers_end_when_their_process_is_killed():
               "print('ready', flush=True)\n"
               "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    workers: set[int] = set()
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        assert wait_for(lambda: len(children(proc.pid)) >= 2, 30)
-        workers = children(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert wait_for(lambda: not any(running(pid) for pid in workers), 30, 0.05), "readers outlived their parent"
-    finally:
-        proc.kill()
-        proc.wait()
-        for pid in workers:
-            if running(pid):
-                os.kill(pid, signal.SIGKILL)
+    assert proc.stdout.readline().strip() == "ready"
+    kill_and_check_its_children_end(proc, 2, "readers")
 
 
 def test_without_pdeathsig_a_pool_outlives_the_thread_that_started_it():
