@@ -87,7 +87,7 @@ Metrics, for text and code separately where they are about duplicates:
     of a near duplicate: how many of them each tool merged is shown apart;
   - near-duplicate precision: of the documents a tool removes as duplicates (leaving out exact
     copies of the document it keeps for them), the share whose kept document is either their
-    planted partner or a true near duplicate: a Jaccard similarity of their lower-cased `\\w+`
+    planted partner (planted at 0.6 or more) or a true near duplicate: a Jaccard similarity of their lower-cased `\\w+`
     word 5-grams, computed here from the texts (not with loom's code), of at least 0.6. It is
     judged against the kept document because that is what stands in for the removed one in the
     output; a removal through a chain of weaker links counts as wrong. loom's check uses the
@@ -725,6 +725,7 @@ class PairScores:
     justified: Counter  # domain -> ... of which the kept document is the planted partner or a true near duplicate
     false_examples: list  # (id, kept id, true Jaccard with the kept document, cluster size)
     missed: list  # (original, copy, planted Jaccard) of planted pairs at J >= 0.6 both kept
+    weak_examples: list  # (original, copy, planted Jaccard, kept document, each one's true Jaccard with it)
 
     def recall(self, domain: str) -> float:
         return self.found[domain] / max(1, self.evaluable[domain])
@@ -737,10 +738,12 @@ def pair_scores(corpus: Corpus, out: Outcome) -> PairScores:
     """Recall over the planted pairs; precision over every removal, judged against the document
     that the tool keeps in the removed one's place (its cluster's survivor)."""
     scores = PairScores(Counter(), Counter(), Counter(), Counter(), Counter(), Counter(), Counter(), Counter(), [],
-                        [])
-    partner = {}
+                        [], [])
+    partner = {}  # planted near duplicates: the one at J >= 0.6 to each of its documents
+    weak_together = []
     for p in corpus.pairs:
-        partner[p.original], partner[p.copy] = p.copy, p.original
+        if p.jaccard >= GT_JACCARD:
+            partner[p.original], partner[p.copy] = p.copy, p.original
         if p.original not in out.kept or p.copy not in out.kept:
             continue
         c = out.cluster.get(p.original)
@@ -758,6 +761,8 @@ def pair_scores(corpus: Corpus, out: Outcome) -> PairScores:
         else:
             scores.weak[p.domain] += 1
             scores.weak_merged[p.domain] += together
+            if together and len(weak_together) < 10:
+                weak_together.append(p)
     members = defaultdict(list)
     for doc_id, c in out.cluster.items():
         members[c].append(doc_id)
@@ -782,6 +787,10 @@ def pair_scores(corpus: Corpus, out: Outcome) -> PairScores:
             scores.justified[domain] += 1
         elif len(scores.false_examples) < 10:
             scores.false_examples.append((doc_id, kept, round(similarity, 3), len(members[out.cluster[doc_id]])))
+    for p in weak_together:
+        kept = survivor[out.cluster[p.original]]
+        to_kept = (round(jaccard(shingles_of(d), shingles_of(kept)), 3) for d in (p.original, p.copy))
+        scores.weak_examples.append((p.original, p.copy, round(p.jaccard, 3), kept, *to_kept))
     return scores
 
 
@@ -875,7 +884,8 @@ def report(results: list[Result], args) -> None:
     print()
     print(f"{os.cpu_count()} CPUs, {args.workers} processes per tool, python {platform.python_version()}.")
     print(f"Near duplicates: {results[0].loom.settings}; {results[0].datatrove.settings}. A removal is right when "
-          f"the kept document is its planted partner or has a true word {GT_SHINGLE}-gram Jaccard >= {GT_JACCARD} "
+          f"the kept document is its planted partner (planted at J >= {GT_JACCARD}) or has a true word "
+          f"{GT_SHINGLE}-gram Jaccard >= {GT_JACCARD} "
           "with it (computed by the benchmark from the texts).")
     for res in results:
         c, loom, dt = res.corpus, res.loom, res.datatrove
@@ -950,6 +960,11 @@ def report(results: list[Result], args) -> None:
             if sc.missed:
                 print(f"\n{c.name}, {name}: some planted pairs both kept (original, copy, planted Jaccard):")
                 for example in sc.missed:
+                    print(f"  {example}")
+            if sc.weak_examples:
+                print(f"\n{c.name}, {name}: some planted pairs at J < {GT_JACCARD} in one cluster (original, copy, "
+                      "planted Jaccard, kept document, the original's and the copy's true Jaccard with it):")
+                for example in sc.weak_examples:
                     print(f"  {example}")
 
 
