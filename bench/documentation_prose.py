@@ -39,8 +39,8 @@ from collections import Counter
 from dataclasses import asdict
 
 from loom.config import load_config
+from loom.data.filetypes import markup_of
 from loom.data.normalize import normalize_text
-from loom.data.sources import markup_of
 
 LICENCE_PREFIXES = ("LICEN", "COPYING", "NOTICE")
 

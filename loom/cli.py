@@ -51,12 +51,12 @@ def cmd_quickstart(args) -> None:
 
 
 def cmd_data_build(args) -> None:
-    from loom.data import build_dataset
     from loom.data.execute import Submitted
+    from loom.pipeline import build_data
 
     overrides = [f'data.executor="{args.executor}"'] if args.executor else []
     try:
-        print(build_dataset(_load(args, overrides), force=args.force))
+        print(build_data(_load(args, overrides), force=args.force))
     except Submitted as submitted:
         print(submitted)
 
@@ -75,9 +75,11 @@ def cmd_data_card(args) -> None:
 
 
 def cmd_tokenizer_train(args) -> None:
-    from loom.data import train_corpus_tokenizer
+    from loom.data import clean_corpus, train_corpus_tokenizer
+    from loom.pipeline import test_ngrams
 
-    print(train_corpus_tokenizer(_load(args)).path)
+    cfg = _load(args)
+    print(train_corpus_tokenizer(cfg, clean_corpus(cfg, test_ngrams(cfg))).path)
 
 
 def cmd_doctor(args) -> int:

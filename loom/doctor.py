@@ -226,7 +226,7 @@ def check_all_reduce(device: torch.device) -> Check:
 def check_sandbox() -> Check:
     """Which isolation layers the eval sandbox gets here (it runs model-written code)."""
     try:
-        from loom.eval.sandbox import isolation_layers
+        from loom.sandbox import isolation_layers
 
         layers = isolation_layers()
     except Exception as e:  # the check reports; it must not take the doctor down

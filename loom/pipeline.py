@@ -1,6 +1,8 @@
-"""The stages chained: `quickstart` (data -> tokenizer -> train -> sample) and sampling from a run.
+"""The stages chained: `quickstart` (data -> tokenizer -> train -> sample), the data build with
+its test n-grams, and sampling from a run.
 
-Each function only calls the stages' public surfaces; it is what the CLI's subcommands run.
+Each function only calls the stages' public surfaces; it is what the CLI's subcommands run. It
+sits above data and evaluation, so it is where evaluation's test items reach the data build.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from pathlib import Path
 
 import torch
 
+from loom.checkpoint import load_trained_model
 from loom.config import LoomConfig, SampleConfig
 from loom.data import build_dataset
 from loom.model import generate
 from loom.tokenizer import decode_stream
-from loom.train import load_trained_model, train
+from loom.train import train
 
 
 def sample_from_run(run_dir: str | Path, prompt: str, settings: SampleConfig, seed: int = 0,
@@ -40,6 +43,21 @@ def sample_from_run(run_dir: str | Path, prompt: str, settings: SampleConfig, se
     tokens = generate(model, ids, settings.max_new_tokens, settings.temperature, settings.top_k,
                       settings.top_p, stop_ids=[tok.eos_id], generator=rng)
     return decode_stream(tok, (t for t in tokens if t != tok.eos_id))
+
+
+def test_ngrams(cfg: LoomConfig) -> list[str] | None:
+    """The word n-grams of the test items `data.decontaminate` names, or None when it is off:
+    evaluation says what the test items are, the data build drops documents that share them."""
+    if not cfg.data.decontaminate:
+        return None
+    from loom.eval.contamination import item_ngrams
+
+    return item_ngrams(cfg.data.decontaminate, cfg.data.decontaminate_ngram, cfg.eval)
+
+
+def build_data(cfg: LoomConfig, force: bool = False) -> Path:
+    """`loom data build`: the data build, decontaminated against the test items it names."""
+    return build_dataset(cfg, force=force, test_ngrams=test_ngrams(cfg))
 
 
 def data_card_text(target: str | Path) -> str:
@@ -81,7 +99,7 @@ def quickstart(cfg: LoomConfig, out=sys.stdout) -> dict:
     from loom.data import read_manifest, shard_dir
 
     started = time.time()
-    build_dataset(cfg)
+    build_data(cfg)
     summary = train(cfg)
     if summary["interrupted"] or summary["stopped_because"]:
         why = "interrupted" if summary["interrupted"] else f"stopped ({summary['stopped_because']})"

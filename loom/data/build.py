@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from loom.data.contamination import ContaminationIndex
 from loom.data.dedup import ShingleSets, content_hash, exact_duplicates, jaccard_summary, near_duplicates, sketch
 from loom.data.documents import Document, hash_fraction, split_of
 from loom.data.normalize import normalize_text
@@ -120,7 +121,7 @@ def _progress(desc: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def _clean_settings(cfg) -> dict:
+def _clean_settings(cfg, decontamination: dict | None) -> dict:
     return {
         "format": CLEAN_FORMAT,
         "sources": [asdict(s) for s in cfg.data.sources],
@@ -131,46 +132,68 @@ def _clean_settings(cfg) -> dict:
         "python": platform.python_version(),
         "stdlib": stdlib_root(),
         "code": _cleaning_code_digest(),
-        "decontaminate": _decontamination(cfg)[0],
+        "decontaminate": decontamination,
     }
 
 
-_DECONTAMINATION_CACHE: dict[str, tuple[dict | None, object]] = {}
-
-
-def _decontamination(cfg) -> tuple[dict | None, object]:
-    """(settings with a digest of the n-grams, or None when off; a `ContaminationIndex` of them,
-    or None) for the evaluation items no training document may share
-    (`loom.eval.contamination`), computed once per process."""
+def _decontamination(cfg, test_ngrams) -> dict | None:
+    """The settings of decontamination for the plan: None when `data.decontaminate` is off, else
+    the suites, the n-gram length and a digest of `test_ngrams`, the n-grams the caller computed
+    from those suites' test items (`loom.eval.contamination.item_ngrams`)."""
     if not cfg.data.decontaminate:
-        return None, None
-    key = json.dumps([cfg.data.decontaminate, cfg.data.decontaminate_ngram, asdict(cfg.eval)], sort_keys=True)
-    if key not in _DECONTAMINATION_CACHE:
-        from loom.eval.contamination import ContaminationIndex, item_texts, ngrams
+        return None
+    if test_ngrams is None:
+        raise DataError(f"data.decontaminate = {cfg.data.decontaminate} but no test n-grams were given to the "
+                        "data build; run it as `loom data build` (or `loom.pipeline.build_data`), which computes "
+                        "them from the suites, or pass test_ngrams")
+    grams = sorted(set(test_ngrams))
+    return {"suites": cfg.data.decontaminate, "ngram": cfg.data.decontaminate_ngram, "ngrams": len(grams),
+            "digest": _ngrams_digest(grams)}
 
-        grams = sorted(ngrams(item_texts(cfg.data.decontaminate, cfg.eval), cfg.data.decontaminate_ngram))
-        settings = {"suites": cfg.data.decontaminate, "ngram": cfg.data.decontaminate_ngram, "ngrams": len(grams),
-                    "digest": hashlib.sha256("\n".join(grams).encode()).hexdigest()}
-        _DECONTAMINATION_CACHE[key] = (settings, ContaminationIndex(grams))
-    return _DECONTAMINATION_CACHE[key]
+
+def _ngrams_digest(grams: list[str]) -> str:
+    return hashlib.sha256("\n".join(grams).encode()).hexdigest()
+
+
+TEST_NGRAMS = "test_ngrams.txt"  # in clean.work/: what every clean task checks documents against
+_INDEX_CACHE: dict[str, ContaminationIndex] = {}
+
+
+def _contamination_index(work: Path, settings: dict) -> ContaminationIndex:
+    """The index of the plan's test n-grams, read from `clean.work/` (where a Slurm or Ray task
+    finds them too) and checked against the plan's digest; built once per process."""
+    digest = settings["digest"]
+    if digest not in _INDEX_CACHE:
+        path = work / TEST_NGRAMS
+        try:
+            grams = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise DataError(f"cannot read the test n-grams at {path} ({e.strerror}); run `loom data build` "
+                            "again to write them") from None
+        if _ngrams_digest(grams) != digest:
+            raise DataError(f"the test n-grams at {path} are not the plan's; run `loom data build` again")
+        _INDEX_CACHE[digest] = ContaminationIndex(grams)
+    return _INDEX_CACHE[digest]
 
 
 def _cleaning_code_digest() -> str:
     """A digest of the modules that decide what a clean document is, so that a loom whose rules
     changed rebuilds the clean corpus instead of reusing one made under the old rules."""
-    from loom.data import dedup, normalize, pii, quality, sources, stdlib_corpus
+    from loom.data import contamination, dedup, filetypes, normalize, pii, quality, sources, stdlib_corpus
 
     h = hashlib.sha256()
-    for module in (dedup, normalize, pii, quality, sources, stdlib_corpus, sys.modules[__name__]):
+    for module in (contamination, dedup, filetypes, normalize, pii, quality, sources, stdlib_corpus,
+                   sys.modules[__name__]):
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()
 
 
-def plan_tasks(cfg) -> dict:
+def plan_tasks(cfg, test_ngrams: list[str] | None = None) -> dict:
     """Lists every source's files (a directory walk, no reading) and groups runs of them into
     tasks of at most `data.task_files` files or about `data.task_bytes` bytes. The plan's
     fingerprint covers the settings and each file's size and modification time, so a changed
-    input makes a new plan (and a new clean corpus)."""
+    input makes a new plan (and a new clean corpus). `test_ngrams`: see `build_dataset`."""
+    settings = _clean_settings(cfg, _decontamination(cfg, test_ngrams))
     tasks, unreadable, passed_over = [], [], {}
     for index, source in enumerate(cfg.data.sources):
         stats = SourceStats()
@@ -187,7 +210,7 @@ def plan_tasks(cfg) -> dict:
         if files:
             tasks.append({"source": index, "files": files})
         passed_over[source.name] = {"files": stats.files_skipped, "dirs": stats.dirs_skipped}
-    plan = {"settings": _clean_settings(cfg), "tasks": tasks, "unreadable": unreadable, "passed_over": passed_over}
+    plan = {"settings": settings, "tasks": tasks, "unreadable": unreadable, "passed_over": passed_over}
     plan["fingerprint"] = _digest(plan)
     return plan
 
@@ -273,8 +296,8 @@ def run_task(cfg, work: Path, index: int) -> dict:
             "c4_lines_removed": 0, "unreadable": 0, "unreadable_list": [], "dropped_by_domain": Counter(),
             "docs": []}  # per clean document: [domain, split, bytes]
     hashes, signatures = [], []
-    index = _decontamination(cfg)[1] if plan["settings"].get("decontaminate") else None
-    contaminated = index.contains if index is not None else None
+    decontamination = plan["settings"].get("decontaminate")
+    contaminated = _contamination_index(work, decontamination).contains if decontamination else None
     suffix = f".tmp-{os.getpid()}"
     docs_tmp = docs_path.with_name(docs_path.name + suffix)
     with open(docs_tmp, "wb") as raw:
@@ -327,21 +350,28 @@ def run_clean_task(cfg, index: int) -> dict:
     if not (work / "plan.json").is_file():
         raise DataError(f"no plan at {work / 'plan.json'}; run `loom data build` with this config first")
     plan = json.loads((work / "plan.json").read_text())
-    if plan["settings"] != json.loads(json.dumps(_clean_settings(cfg), default=str)):
+    # a task cannot compute the test n-grams (the build handed them over): it takes the plan's,
+    # as long as this config asks for the same decontamination
+    decontamination = None
+    if cfg.data.decontaminate:
+        decontamination = {**(plan["settings"].get("decontaminate") or {}), "suites": cfg.data.decontaminate,
+                           "ngram": cfg.data.decontaminate_ngram}
+    if plan["settings"] != json.loads(json.dumps(_clean_settings(cfg, decontamination), default=str)):
         raise DataError(f"the plan at {work / 'plan.json'} was made with other settings than this config's; "
                         "run `loom data build` with this config again to make a new one")
     return run_task(cfg, work, index)
 
 
-def clean_corpus(cfg) -> dict:
+def clean_corpus(cfg, test_ngrams: list[str] | None = None) -> dict:
     """Stages 1 and 2: makes `clean/` (documents, duplicate marks, manifest with the accounting)
     up to date and returns its manifest. Work happens in `clean.work/`, task by task; a build
-    killed part way and started again with the same config redoes only unfinished tasks."""
+    killed part way and started again with the same config redoes only unfinished tasks.
+    `test_ngrams`: see `build_dataset`."""
     out = clean_dir(cfg)
     work = out.parent / "clean.work"
     _remove_leftovers(out.parent, f".{out.name}.old-*")
     _remove_leftovers(work / "tasks", "*.tmp-*")  # from tasks cut short
-    plan = plan_tasks(cfg)
+    plan = plan_tasks(cfg, test_ngrams)
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -359,6 +389,8 @@ def clean_corpus(cfg) -> dict:
     if previous != plan["fingerprint"]:
         shutil.rmtree(work, ignore_errors=True)
         (work / "tasks").mkdir(parents=True)
+        if plan["settings"]["decontaminate"]:
+            atomic_write_text(work / TEST_NGRAMS, "\n".join(sorted(set(test_ngrams))))
         atomic_write_text(work / "plan.json", json.dumps(plan))
     n_tasks = len(plan["tasks"])
     pending = [i for i in range(n_tasks) if not _task_paths(work, i)[2].is_file()]
@@ -698,15 +730,17 @@ def _tokenize_into(out: Path, cfg, tok: Tokenizer, epochs: dict[str, float]) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def build_dataset(cfg, force: bool = False) -> Path:
+def build_dataset(cfg, force: bool = False, test_ngrams: list[str] | None = None) -> Path:
     """Makes sure `data.dir` holds a clean corpus, a tokenizer, token shards and a data card for
-    `cfg`; returns the shard directory. Stages already up to date are skipped, unless `force`."""
+    `cfg`; returns the shard directory. Stages already up to date are skipped, unless `force`.
+    `test_ngrams`: with `data.decontaminate` on, the word n-grams no training document may
+    share, computed by the caller from the test items (`loom.pipeline.build_data` does)."""
     for source in cfg.data.sources:
         validate_source(source)  # missing paths fail here, before any work
     if force:
         for path in (clean_dir(cfg), clean_dir(cfg).parent / "clean.work", shard_dir(cfg)):
             shutil.rmtree(path, ignore_errors=True)
-    clean = clean_corpus(cfg)
+    clean = clean_corpus(cfg, test_ngrams)
     tok = ensure_tokenizer(cfg, clean)
     out = write_shards(cfg, tok, clean)
     from loom.data.card import write_data_card

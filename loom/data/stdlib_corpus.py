@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 from loom.data.documents import Document
-from loom.data.sources import is_prose_file, markup_of
+from loom.data.filetypes import is_prose_file, markup_of
 from loom.util import end_with_parent
 
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}

@@ -1,24 +1,19 @@
-"""Test-set decontamination: the word n-grams of evaluation items, and whether a text shares one.
+"""Test-set decontamination, evaluation's side: which texts are test items.
 
-Following GPT-3 (Brown et al. 2020, appendix C): texts are lower-cased runs of letters and
-digits; an item contaminates a training document when they share an n-gram of 13 words. Items
-shorter than 13 words contribute their whole word sequence instead, when it has at least 8
-words (GPT-3's floor); shorter items ("What is 12 + 7? 19") are too generic to match on and are
-left out, since any arithmetic text would share them.
-
-`loom data build` with `data.decontaminate = ["all"]` (or suite names) drops every training
-document that contains one of these n-grams and counts it in the data card. The test items are
-those `loom eval` would ask with the same config's `[eval]` settings (items, seed, difficulties),
-plus HumanEval's prompts, solutions and tests.
+The test items are those `loom eval` would ask with the same config's `[eval]` settings (items,
+seed, difficulties), plus HumanEval's prompts, solutions and tests. `loom data build` with
+`data.decontaminate = ["all"]` (or suite names) is handed their word n-grams (`item_ngrams`) by
+its caller, drops every training document that contains one and counts it in the data card; the
+n-grams and the index that finds them are `loom.data.contamination`'s (GPT-3's 13-gram rule).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-WORD = re.compile(r"\w+")
-MIN_WORDS = 8  # GPT-3, appendix C: shorter n-grams are not used
+from loom.data.contamination import ContaminationIndex, ngrams
+
+__all__ = ["ContaminationIndex", "item_texts", "ngrams", "item_ngrams"]
 
 
 def item_texts(suites: Iterable[str], eval_cfg) -> list[str]:
@@ -43,39 +38,7 @@ def item_texts(suites: Iterable[str], eval_cfg) -> list[str]:
     return texts
 
 
-def ngrams(texts: Iterable[str], n: int = 13) -> set[str]:
-    """Every word n-gram of the texts, joined by spaces; a text of MIN_WORDS to n - 1 words
-    gives its whole word sequence."""
-    grams: set[str] = set()
-    for text in texts:
-        words = WORD.findall(text.lower())
-        if len(words) >= n:
-            grams.update(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-        elif len(words) >= MIN_WORDS:
-            grams.add(" ".join(words))
-    return grams
-
-
-class ContaminationIndex:
-    """Answers "does this text contain one of these n-grams?" quickly: only positions whose word
-    begins some n-gram are tried, and only with that n-gram's lengths."""
-
-    def __init__(self, grams: Iterable[str]):
-        self.grams = frozenset(grams)
-        self.lengths_by_first: dict[str, set[int]] = {}
-        for gram in self.grams:
-            words = gram.split(" ")
-            self.lengths_by_first.setdefault(words[0], set()).add(len(words))
-
-    def __bool__(self) -> bool:
-        return bool(self.grams)
-
-    def contains(self, text: str) -> bool:
-        if not self.grams:
-            return False
-        words = WORD.findall(text.lower())
-        for i, word in enumerate(words):
-            for length in self.lengths_by_first.get(word, ()):
-                if i + length <= len(words) and " ".join(words[i : i + length]) in self.grams:
-                    return True
-        return False
+def item_ngrams(suites: Iterable[str], n: int, eval_cfg) -> list[str]:
+    """The sorted word n-grams of every test item of the named suites: what `loom data build`
+    with `data.decontaminate` drops training documents for."""
+    return sorted(ngrams(item_texts(suites, eval_cfg), n))

@@ -5,7 +5,7 @@ HumanEval.jsonl.gz`), so nothing is downloaded; only that data file is read, non
 package's code runs. For each problem the model writes `samples` completions of the prompt
 (greedy when one, else sampled at `temperature` with nucleus `top_p`, as the paper did for
 pass@k), cut at the paper's stop sequences; each program (prompt + completion + the problem's
-tests + `check(entry_point)`) runs in `loom.eval.sandbox` with the limits below. Scores are
+tests + `check(entry_point)`) runs in `loom.sandbox` with the limits below. Scores are
 pass@k by the paper's unbiased estimator (section 2.1): with n samples of which c pass,
 pass@k = 1 - C(n - c, k) / C(n, k), averaged over problems.
 """
@@ -65,7 +65,7 @@ def run_completions(problems: Sequence[Problem], completions: Sequence[Sequence[
                     timeout: float = 3.0, workers: int | None = None) -> Iterator[tuple[int, int, object]]:
     """Runs every completion's program in the sandbox, a few at a time (each is a separate
     process); yields (problem index, sample index, SandboxResult) as they finish, in order."""
-    from loom.eval.sandbox import SandboxLimits, run_python
+    from loom.sandbox import SandboxLimits, run_python
 
     limits = SandboxLimits(cpu_seconds=timeout, wall_seconds=timeout * 2)
     jobs = [(p, s) for p, samples in enumerate(completions) for s in range(len(samples))]

@@ -47,7 +47,7 @@ class LoomLM:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 16) -> LoomLM:
-        from loom.train import load_trained_model
+        from loom.checkpoint import load_trained_model
 
         model, tok, _ = load_trained_model(run_dir, device)
         return cls(model, tok, batch_size)

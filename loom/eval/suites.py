@@ -23,7 +23,7 @@ Suites (`SUITES`, in this order), each with `difficulty` meaning:
     longest test sequence (default 48, the longest SCAN has, so at least 24);
   - `word_problems`: quantity stories and list manipulations of S steps (S, default 3);
   - `code_output`: what a short Python program prints, S statements before its one print (S,
-    default 4; nested loops from 6). The truth is the program's output in `loom.eval.sandbox`.
+    default 4; nested loops from 6). The truth is the program's output in `loom.sandbox`.
 
 Every suite draws from `random.Random(f"{suite}/{split}/{difficulty}/{seed}")`, never the global
 generator, so the same call gives the same items on any machine and Python version. Train and
@@ -879,9 +879,9 @@ def _fits(output: str) -> bool:
 @lru_cache(maxsize=65536)
 def _sandbox_output(program: str) -> str:
     try:
-        from loom.eval.sandbox import run_python
+        from loom.sandbox import run_python
     except ImportError as e:
-        raise LoomError(f"the code_output suite needs loom.eval.sandbox, which failed to import: {e}") from e
+        raise LoomError(f"the code_output suite needs loom.sandbox, which failed to import: {e}") from e
     for _ in range(2):  # a run can time out under load, once; a second timeout is a real problem
         result = run_python(program)
         if result.status not in ("timeout", "killed"):

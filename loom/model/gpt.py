@@ -7,7 +7,7 @@ Architecture (each choice with its source):
   - grouped-query attention (Ainslie et al. 2023): `n_kv_head` key/value heads shared by
     `n_head` query heads, computed by `F.scaled_dot_product_attention`, which picks a fused
     kernel (flash / memory-efficient / CPU flash) for the device;
-  - SwiGLU feed-forward (Shazeer 2020), hidden width `mlp_ratio * d_model` rounded up to a
+  - SwiGLU feed-forward (Shazeer 2020, `loom.model.swiglu`), hidden width `mlp_ratio * d_model` rounded up to a
     multiple of 64; the default ratio 8/3 keeps the parameter count of a 4x GELU MLP;
   - optionally, sparse Mixture-of-Experts feed-forward blocks in every layer or every n-th
     (`model.moe`, `loom.model.moe`);
@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from loom.model.moe import MoE, MoEConfig
+from loom.model.swiglu import SwiGLU
 
 
 @dataclass
@@ -148,17 +149,6 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head
         )  # (B, H, T, d)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, d_model: int, hidden: int):
-        super().__init__()
-        self.gate_up_proj = nn.Linear(d_model, 2 * hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
 
 
 def is_moe_layer(cfg: ModelConfig, layer_index: int) -> bool:

@@ -45,6 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from loom.model.swiglu import SwiGLU
+
 
 @dataclass
 class MoEConfig:
@@ -85,8 +87,6 @@ class MoE(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(moe.n_experts, self.hidden, d_model))
         self.shared = None
         if moe.shared_experts:
-            from loom.model.gpt import SwiGLU
-
             self.shared = SwiGLU(d_model, moe.shared_experts * self.hidden)
         # the balancing bias is state, not a parameter: saved with the weights, never trained
         self.register_buffer("balance_bias", torch.zeros(moe.n_experts))

@@ -434,7 +434,7 @@ class Executor:
         if tool == "calc":
             return calculate(self._render(n, s["text"], scope, path))
         if tool == "python":
-            from loom.eval.sandbox import run_python
+            from loom.sandbox import run_python
 
             with self._lock:
                 payload = json.dumps({name: scope[name] for name in s.get("inputs", [])}, default=str)

@@ -1,6 +1,7 @@
-"""Training: the loop, optimizer and schedule, distributed setup, checkpoints and run logs."""
+"""Training: the loop, optimizer and schedule, distributed setup and run logs. Checkpoints are
+written and read by `loom.checkpoint`, below this package, so that evaluation, reasoning and
+serving load a model without importing training."""
 
-from loom.train.checkpoint import load_trained_model
 from loom.train.trainer import train
 
-__all__ = ["load_trained_model", "train"]
+__all__ = ["train"]

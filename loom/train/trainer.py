@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from loom.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
 from loom.config import LoomConfig
 from loom.data import ShardLoader, read_manifest, shard_dir, tokenizer_path
 from loom.errors import ConfigError, DataError, TrainingError
 from loom.model import GPT
 from loom.model.moe import update_balance_bias
 from loom.train import distributed
-from loom.train.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
 from loom.train.cost import CostMeter, budget_exceeded, uses_bf16
 from loom.train.health import HANG_EXIT_CODE, FaultInjector, Heartbeat, SpikeDetector, Watchdog, stragglers
 from loom.util import atomic_write_text, remove_leftovers

@@ -89,7 +89,7 @@ def test_text_documents_carry_their_markup():
 
 
 def test_stdlib_prose_files_are_prose_and_skip_test_fixtures():
-    from loom.data.sources import is_prose_file
+    from loom.data.filetypes import is_prose_file
     from loom.data.stdlib_corpus import stdlib_prose_files
 
     files = stdlib_prose_files()

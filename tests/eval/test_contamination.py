@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from loom.config import load_config
-from loom.data import build_dataset
 from loom.eval.contamination import ContaminationIndex, item_texts, ngrams
 from loom.eval.humaneval import load_problems
+from loom.pipeline import build_data
 
 
 def test_ngrams_and_short_items():
@@ -39,12 +39,12 @@ def test_build_drops_documents_holding_a_test_item(tmp_path):
     overrides = [f'data.sources=[{{name="docs", kind="jsonl", path="{tmp_path}/docs.jsonl"}}]',
                  "quality.enabled=false", "dedup.near=false", f'data.dir="{tmp_path}/data"',
                  "tokenizer.vocab_size=300", "data.val_fraction=0.3"]
-    build_dataset(load_config(None, overrides))
+    build_data(load_config(None, overrides))
     card = json.loads((tmp_path / "data" / "data_card.json").read_text())
     assert card["decontamination"] is None and card["kept"] == 3
 
     cfg = load_config(None, [*overrides, 'data.decontaminate=["humaneval"]'])
-    build_dataset(cfg)  # the settings changed: the clean corpus is rebuilt
+    build_data(cfg)  # the settings changed: the clean corpus is rebuilt
     card = json.loads((tmp_path / "data" / "data_card.json").read_text())
     assert card["kept"] == 2 and card["dropped_by_rule"] == {"decontamination": 1}
     assert card["decontamination"]["dropped"] == 1 and card["decontamination"]["suites"] == ["humaneval"]

@@ -232,7 +232,7 @@ def test_code_output_statements_and_nesting():
 
 
 def test_code_output_sandbox_truth_equals_the_in_process_checker():
-    from loom.eval.sandbox import run_python
+    from loom.sandbox import run_python
 
     suite = SUITES["code_output"]
     for item in suite.items("test", 6, 6, seed=5):

@@ -161,7 +161,7 @@ def test_parameters_total_and_active_and_flops_count_only_active_experts():
 def test_balance_bias_is_saved_with_the_weights(tmp_path):
     from safetensors.torch import load_model
 
-    from loom.train.checkpoint import save_checkpoint
+    from loom.checkpoint import save_checkpoint
 
     model = moe_gpt(bias_update_rate=0.01)
     model.moe_layers()[0].balance_bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from conftest import tiny_config, tiny_overrides
+from loom.checkpoint import find_resumable, prune_checkpoints, verify_checkpoint
 from loom.errors import TrainingError
 from loom.train import train
-from loom.train.checkpoint import find_resumable, prune_checkpoints, verify_checkpoint
 from loom.train.health import SpikeDetector, stragglers
 
 

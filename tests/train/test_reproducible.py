@@ -5,8 +5,8 @@ import json
 import shutil
 
 from conftest import run_loom, tiny_config, tiny_overrides
+from loom.checkpoint import FILES, verify_checkpoint
 from loom.train import train
-from loom.train.checkpoint import FILES, verify_checkpoint
 
 
 def sets(overrides):

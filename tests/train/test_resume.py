@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from loom.checkpoint import find_resumable, load_trained_model, verify_checkpoint
 from loom.errors import CheckpointError, ConfigError
-from loom.train import load_trained_model, train
-from loom.train.checkpoint import find_resumable, verify_checkpoint
+from loom.train import train
 
 
 def read_metrics(run_dir):

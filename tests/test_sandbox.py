@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from loom.eval import sandbox
-from loom.eval.sandbox import SandboxLimits, SandboxResult, isolation_layers, run_python
+from loom import sandbox
+from loom.sandbox import SandboxLimits, SandboxResult, isolation_layers, run_python
 
 FAST = SandboxLimits(cpu_seconds=1, wall_seconds=3)
 ROOT = sys.platform.startswith("linux") and os.geteuid() == 0
