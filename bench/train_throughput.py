@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from loom.config import load_config
 from loom.model import GPT, ModelConfig
 from loom.train.cost import device_name, matmul_peak
-from loom.train.trainer import autocast_context, make_optimizer
+from loom.train.optim import autocast_context, make_optimizer
 
 SEED = 1337
 
@@ -145,7 +145,7 @@ def run_case(
         raise RuntimeError(f"{preset}: the reference has {n_ref:,} parameters but loom's GPT {n_loom:,}; "
                            "the two models are not the same shape, so the comparison would be meaningless")
 
-    loom_opt = make_optimizer(loom_model, cfg, device)
+    loom_opt = make_optimizer(loom_model, cfg.train, device)
     ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
                                 weight_decay=t.weight_decay, fused=device.type == "cuda")
 

@@ -327,13 +327,14 @@ class EnergyMeter:
 class CostMeter:
     """Running totals of a run's cost, carried across resumes through `state_dict`."""
 
-    def __init__(self, cfg, device: torch.device, world_size: int, flops_per_token: float):
+    def __init__(self, cost, dtype: str, device: torch.device, world_size: int, flops_per_token: float):
+        # cost: the [cost] section; dtype: train.dtype
         self.world_size, self.flops_per_token = world_size, flops_per_token
-        self.peak, self.peak_source = peak_flops(device, cfg.cost.peak_tflops, cfg.train.dtype)
+        self.peak, self.peak_source = peak_flops(device, cost.peak_tflops, dtype)
         self.notice: str | None = None  # set when the peak had to be raised; the loop reports it
         self._first_source = self.peak_source
-        self.price, self.price_source = price_per_hour(device, cfg.cost.price_per_device_hour)
-        self.currency = cfg.cost.currency
+        self.price, self.price_source = price_per_hour(device, cost.price_per_device_hour)
+        self.currency = cost.currency
         self.energy = EnergyMeter(device)
         self.prior_wall_s, self.prior_energy_j = 0.0, 0.0
         self.started = time.monotonic()
@@ -382,9 +383,8 @@ class CostMeter:
         self.started = time.monotonic()
 
 
-def budget_exceeded(cfg, meter: CostMeter) -> str | None:
-    """Which budget of `[budget]` the run has reached, in words, or None."""
-    b = cfg.budget
+def budget_exceeded(b, meter: CostMeter) -> str | None:
+    """Which budget of `b` (the [budget] section) the run has reached, in words, or None."""
     if b.max_cost > 0 and meter.money() >= b.max_cost:
         return f"budget.max_cost reached: {meter.money():.2f} {meter.currency} of {b.max_cost:.2f}"
     if b.max_device_hours > 0 and meter.device_hours() >= b.max_device_hours:

@@ -15,8 +15,9 @@
   - `FaultInjector`: deliberate faults (a non-finite loss at given steps, a stall) that the tests
     and `loom doctor`-style drills use to prove the guards work on the real loop.
 
-What the loop does about a non-finite step or a spike (skip the optimizer step, roll back to
-the last good checkpoint and skip the data window) lives in `trainer`; this module only detects.
+  - `Guards`: the health state that survives a resume, and the verdict on each step: take it,
+    skip the optimizer step, or roll back to the last good checkpoint and skip the data window
+    from then on (`judge`, `check_rollback`, `rolled_back`); the trainer restores the weights.
 Precedents: OPT-175B's logbook (Zhang et al. 2022) restarted from earlier checkpoints and
 skipped data after loss spikes; PaLM (Chowdhery et al. 2022, section 5.1) rolled back about 100
 steps before a spike and skipped 200 to 500 batches.
@@ -37,6 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from loom.errors import TrainingError
 from loom.util import atomic_write_text
 
 HANG_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; what a launcher should answer with a restart
@@ -177,3 +179,83 @@ class FaultInjector:
                 and restarts == 0 and rank_matches):
             self.stalled = True
             time.sleep(self.cfg.stall_seconds)
+
+
+class Guards:
+    """The loop's health state that must survive a resume: detector histories, known bad data
+    windows, and counts of what happened."""
+
+    def __init__(self, h):  # h: the [health] section
+        self.cfg = h
+        self.loss = SpikeDetector(h.loss_spike_zscore, h.spike_window, h.spike_min_steps)
+        self.grad = SpikeDetector(h.grad_spike_zscore, h.spike_window, h.spike_min_steps)
+        self.skip_windows: set[tuple[int, int]] = set()
+        self.nonfinite_windows: list[tuple[int, int]] = []  # this run of non-finite steps
+        self.spikes_in_row = 0
+        self.rollbacks = 0  # in this process
+        self.counts = {"skipped_steps": 0, "rollbacks": 0, "skipped_windows": 0}
+
+    def state_dict(self) -> dict:
+        return {"loss_history": self.loss.state_dict(), "grad_history": self.grad.state_dict(),
+                "skip_windows": sorted(self.skip_windows), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.load_state_dict(state.get("loss_history", []))
+        self.grad.load_state_dict(state.get("grad_history", []))
+        self.skip_windows = {tuple(w) for w in state.get("skip_windows", [])}
+        self.counts.update(state.get("counts", {}))
+        self.nonfinite_windows, self.spikes_in_row = [], 0
+
+    def judge(self, loss: float, grad_norm: float, window: tuple[int, int], step: int, log) -> str:
+        """What to do with a finished forward/backward: "step", "skip" or "rollback"."""
+        h = self.cfg
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.nonfinite_windows.append(window)
+            n = len(self.nonfinite_windows)
+            log.event("nonfinite", step=step, loss=str(loss), grad_norm=str(grad_norm), in_a_row=n)
+            log.say(f"[loom] step {step}: non-finite loss {loss} / gradient norm {grad_norm}; "
+                    f"step skipped ({n} in a row)")
+            return "rollback" if h.nonfinite_limit and n >= h.nonfinite_limit else "skip"
+        self.nonfinite_windows = []
+        actions = ["step"]
+        for name, detector, value, action in (("loss", self.loss, loss, h.loss_spike_action),
+                                              ("grad_norm", self.grad, grad_norm, h.grad_spike_action)):
+            z = detector.check(value)
+            if z is None:
+                continue
+            log.event(f"{name}_spike", step=step, value=value, zscore=round(z, 2), action=action)
+            log.say(f"[loom] step {step}: {name} spike {value:.4g} ({z:.1f} deviations above the mean); {action}")
+            actions.append("step" if action == "log" else action)
+        if len(actions) == 1:
+            self.spikes_in_row = 0
+            return "step"
+        self.spikes_in_row += 1
+        if self.spikes_in_row >= h.spike_patience:  # a new level, not a spike: learn it
+            log.event("spike_level_accepted", step=step, spikes_in_a_row=self.spikes_in_row)
+            self.loss.load_state_dict([])
+            self.grad.load_state_dict([])
+            self.spikes_in_row = 0
+            return "step"
+        return "rollback" if "rollback" in actions else "skip" if "skip" in actions else "step"
+
+    def check_rollback(self, path: Path | None, step: int, reason: str, ckpt_root: Path, run_dir: Path, log) -> Path:
+        """Counts a rollback to `path` (the newest valid checkpoint) and returns it; raises
+        `TrainingError` when there is none or when this process has rolled back too often."""
+        self.rollbacks += 1
+        if path is None or self.rollbacks > self.cfg.max_rollbacks:
+            why = (f"no checkpoint in {ckpt_root} to roll back to (lower train.ckpt_every)" if path is None
+                   else f"more than health.max_rollbacks ({self.cfg.max_rollbacks}) rollbacks")
+            log.event("stopped", step=step, reason=f"{reason}; {why}")
+            raise TrainingError(f"training stopped at step {step}: {reason}, and {why}. "
+                                f"See {run_dir / 'events.jsonl'}; check the data and lower train.lr before resuming")
+        return path
+
+    def rolled_back(self, reason: str, bad_windows: list[tuple[int, int]], from_step: int, to_step: int,
+                    checkpoint: str, log) -> None:
+        """After the weights were restored: the bad data windows are skipped from now on."""
+        self.skip_windows |= set(bad_windows)
+        self.counts["rollbacks"] += 1
+        log.event("rollback", from_step=from_step, to_step=to_step, reason=reason,
+                  skip_windows=[list(w) for w in bad_windows])
+        log.say(f"[loom] {reason}: rolled back from step {from_step} to {checkpoint}; "
+                f"{len(bad_windows)} data window(s) will be skipped")

@@ -1,11 +1,18 @@
-"""The training loop: `train(cfg)`.
+"""The training loop: `Trainer.train()`, and `train(cfg)` that runs it in this process.
 
 One optimizer step: `accum` micro-batches per process, each forward/backward under bf16
 autocast on CUDA (fp32 elsewhere), gradients averaged across processes by DDP on the last
 micro-batch only, the global gradient norm clipped, AdamW stepped at the scheduled learning
-rate (linear warmup, then cosine decay to `lr * min_lr_ratio`). Validation loss is measured at
-the start, every `eval_every` steps and at the end; a checkpoint is saved every `ckpt_every`
-steps and at the end; rank 0 writes the run directory.
+rate (`loom.train.optim`). Validation loss is measured at the start, every `eval_every` steps
+and at the end; a checkpoint is saved every `ckpt_every` steps, at the end and when the run
+stops early; rank 0 writes the run directory.
+
+`Trainer.train` only sequences calls: `train_step`, then the guards (`loom.train.health`), the
+optimizer step, the step's log, the stop policy and the checkpointer, each asked whether it is
+their turn; each part owns its schedule. Three things plug in from outside, in
+`Trainer.__init__` and nowhere else: the data (`data`, by default `ShardData` over the token
+shards), the loss (`loss`, by default `next_token_loss`) and the parallelism plan
+(`parallelize`, by default `data_parallel`: torch.compile when asked, DDP across processes).
 
 Resume is exact: the checkpoint carries the weights, the optimizer, the step, the loader's
 position and every RNG state, so on the CPU N steps + resume + M steps equals N + M steps bit
@@ -17,7 +24,7 @@ two identical runs on a CPU write byte-identical checkpoints but for their timin
 A run found complete (its checkpoint at `train.steps` or later) trains nothing: `train` returns
 the figures the run recorded when it finished, marked `already_complete`.
 
-Does not own: where tokens come from (a `ShardLoader` hands out batches), the network (`GPT`),
+Does not own: where tokens come from (the data source hands out batches), the network (`GPT`),
 or how processes are launched (torchrun; see `distributed`).
 """
 
@@ -25,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -34,6 +40,8 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,46 +51,112 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from loom.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
 from loom.config import LoomConfig
 from loom.data import ShardLoader, read_manifest, shard_dir, tokenizer_path
-from loom.errors import ConfigError, DataError, TrainingError
+from loom.errors import ConfigError, DataError
 from loom.model import GPT
-from loom.model.moe import update_balance_bias
 from loom.train import distributed
-from loom.train.cost import CostMeter, budget_exceeded, uses_bf16
-from loom.train.health import HANG_EXIT_CODE, FaultInjector, Heartbeat, SpikeDetector, Watchdog, stragglers
+from loom.train.cost import CostMeter, budget_exceeded
+from loom.train.health import HANG_EXIT_CODE, FaultInjector, Guards, Heartbeat, Watchdog, stragglers
+from loom.train.optim import autocast_context, lr_at, make_optimizer, moe_step
+from loom.train.report import RunLog, first_logged_val_loss, read_jsonl, recorded_summary, run_summary, write_report
 from loom.util import atomic_write_text, remove_leftovers
 
-
-def lr_at(step: int, cfg) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine decay."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * cosine)
+# ---------------------------------------------------------------------------------------------
+# What plugs in: the data, the loss, the parallelism plan
+# ---------------------------------------------------------------------------------------------
 
 
-def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings only (not on norm gains)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
-        groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), fused=device.type == "cuda"
-    )
+class ShardData:
+    """The default data source: the token shards at `data.dir`, read in fixed windows of
+    `seq_len + 1` tokens. A data source gives each process its training batches (a loader with
+    `next_batch`, `epoch`, `cursor` and a `state_dict`) and a fresh validation loader."""
+
+    def __init__(self, cfg: LoomConfig):
+        self.dir, self.seed, self.t = shard_dir(cfg), cfg.run.seed, cfg.train
+        self.tokenizer = tokenizer_path(cfg)
+        vocab = read_manifest(self.dir)["vocab_size"]
+        if vocab > cfg.model.vocab_size:
+            raise ConfigError(f"the shards in {self.dir} use {vocab} token ids but model.vocab_size is "
+                              f"{cfg.model.vocab_size}; raise it or rebuild the data")
+
+    def train_batches(self, rank: int, world_size: int) -> ShardLoader:
+        return ShardLoader(self.dir, "train", self.t.seq_len, self.t.micro_batch, rank, world_size, self.seed)
+
+    def val_batches(self, rank: int, world_size: int) -> ShardLoader:
+        return ShardLoader(self.dir, "val", self.t.seq_len, self.t.micro_batch, rank, world_size, seed=self.seed)
 
 
-def autocast_context(device: torch.device, dtype: str):
-    if uses_bf16(device, dtype):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default loss: mean cross-entropy of every next token (the model computes it)."""
+    return model(x, y)
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds every global generator a run could draw from: torch (CPU and CUDA), numpy, random."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+def data_parallel(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
+    """The default parallelism plan: `torch.compile` when `train.compile`, then DDP when there is
+    more than one process. Returns the module the steps run; `model` keeps the parameters."""
+    train_model = torch.compile(model) if t.compile else model
+    if info.world_size > 1:
+        train_model = DDP(train_model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return train_model
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts asked at every step, each with its own schedule
+# ---------------------------------------------------------------------------------------------
+
+
+class Validator:
+    """Validation loss at step 0, every `eval_every` steps and at the last step: the mean over
+    `eval_batches` micro-batches per process of a fresh validation loader (the same windows every
+    time)."""
+
+    def __init__(self, t, data, info: distributed.DistInfo):
+        self.t, self.data, self.info = t, data, info
+        self.first = self.last = None
+
+    def due(self, step: int) -> bool:
+        return step % self.t.eval_every == 0 or step == self.t.steps
+
+    @torch.no_grad()
+    def run(self, model: torch.nn.Module) -> float:
+        loader = self.data.val_batches(self.info.rank, self.info.world_size)
+        batches = min(self.t.eval_batches, loader.batches_per_epoch)
+        device = self.info.device
+        was_training = model.training
+        model.eval()
+        total = torch.zeros((), device=device)
+        for _ in range(batches):
+            x, y = loader.next_batch()
+            with autocast_context(device, self.t.dtype):
+                total += model(x.to(device), y.to(device)).float()
+        model.train(was_training)
+        self.last = distributed.all_reduce_mean(total / batches).item()
+        self.first = self.last if self.first is None else self.first
+        return self.last
+
+
+class Checkpointer:
+    """Checkpoints every `ckpt_every` steps, at the last step and when the run stops early,
+    written by rank 0 (in the background with `async_checkpoint`) while the others wait."""
+
+    def __init__(self, root: Path, t, delay_s: float, info: distributed.DistInfo):
+        self.root, self.t, self.info = root, t, info
+        self.writer = CheckpointWriter(root, t.keep_last, t.keep_every, t.async_checkpoint, delay_s)
+
+    def due(self, step: int, stopping: str | None) -> bool:
+        return step % self.t.ckpt_every == 0 or step == self.t.steps or stopping is not None
+
+    def save(self, step: int, model, optimizer, state: dict, timing: dict) -> None:
+        if self.info.is_main:
+            self.writer.save(step, model, optimizer, state, timing)
+        distributed.barrier()
+
+    def wait(self) -> None:
+        """Until a background save has landed."""
+        if self.info.is_main:
+            self.writer.wait()
+
+    def newest(self) -> Path | None:
+        return find_resumable(self.root)[0]
 
 
 class StopRequest:
@@ -101,78 +175,379 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
 
-    def requested_tensor(self, device) -> torch.Tensor:
-        return torch.tensor(float(self.requested), device=device)
-
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
 
 
-class RunLog:
-    """metrics.jsonl, events.jsonl and the live progress line (rank 0 only)."""
+class StopPolicy:
+    """Stopping before `train.steps`: a budget of `[budget]` reached, or a stop request. Both are
+    decided from flags all-reduced with the step's loss, so every rank stops at the same step."""
 
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled = enabled
-        self.metrics_path, self.events_path = run_dir / "metrics.jsonl", run_dir / "events.jsonl"
-        self.tty = sys.stderr.isatty()
-        self._line_open = False
+    def __init__(self, budget_cfg, meter: CostMeter, request: StopRequest):
+        self.budget, self.meter, self.request = budget_cfg, meter, request
+        self.over_budget: str | None = None
+        self.reason: str | None = None
 
-    def truncate_after(self, step: int) -> None:
-        """On resume from `step`, drops records that the resumed run will write again."""
-        if not self.enabled or not self.metrics_path.exists():
+    def flags(self) -> list[float]:
+        """This rank's (stop requested, over budget), for the step's collective."""
+        self.over_budget = budget_exceeded(self.budget, self.meter)
+        return [float(self.request.requested), float(self.over_budget is not None)]
+
+    def decide(self, stop_now: float, budget_now: float) -> str | None:
+        """Why the run stops after this step ("interrupted" or the budget in words), or None."""
+        if budget_now > 0:
+            self.reason = self.over_budget or "a budget of another rank was reached"
+        elif stop_now > 0:
+            self.reason = "interrupted"
+        return self.reason
+
+
+class ThroughputLog:
+    """Every `log_every` steps, a metrics record and the progress line: loss, learning rate,
+    gradient norm, tokens/s over the window since the last record, MFU and cost; every
+    `straggler_every` steps on several processes, which ranks are slow."""
+
+    def __init__(self, t, h, meter: CostMeter, log: RunLog, info: distributed.DistInfo):
+        self.t, self.h, self.meter, self.log, self.info = t, h, meter, log, info
+        self.window_tokens, self.window_start = 0, time.perf_counter()
+        self.recent_step_s: list[float] = []
+
+    def start(self) -> None:
+        """The first window starts with the loop (its first validation included)."""
+        self.window_tokens, self.window_start = 0, time.perf_counter()
+
+    def after_step(self, step: int, tokens: int, seconds: float, result: StepResult, counters: dict) -> None:
+        self.window_tokens += tokens
+        self.recent_step_s.append(seconds)
+        if self.info.world_size > 1 and step % self.h.straggler_every == 0:
+            self._stragglers(step)
+        if step % self.t.log_every and step != self.t.steps:
             return
-        kept = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if rec["step"] < step or (rec["step"] == step and "loss" in rec):
-                kept.append(line + "\n")
-        atomic_write_text(self.metrics_path, "".join(kept))
+        now = time.perf_counter()
+        tokens_per_s = self.window_tokens / max(now - self.window_start, 1e-9)
+        self.window_tokens, self.window_start = 0, now
+        cost = self.meter.snapshot(tokens_per_s)
+        if self.meter.notice:
+            self.log.event("peak_raised", step=step, detail=self.meter.notice, peak_tflops=self.meter.peak / 1e12)
+            self.log.say(f"[loom] step {step}: {self.meter.notice}")
+            self.meter.notice = None
+        self.log.metric({"step": step, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
+                         "tokens_per_s": round(tokens_per_s, 1), "tokens": counters["tokens_seen"],
+                         "elapsed_s": round(counters["train_seconds"], 3), **cost, **result.moe})
+        self.log.say(f"step {step:>6}/{self.t.steps}  loss {result.loss:.4f}  lr {result.lr:.2e}  "
+                     f"{tokens_per_s:,.0f} tok/s  MFU {cost['mfu']:.1%}  {cost['cost']:.2f} {self.meter.currency}  "
+                     f"{counters['train_seconds']:.0f}s", transient=True)
 
-    def _append(self, path: Path, record: dict) -> None:
-        if self.enabled:
-            with open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    def _stragglers(self, step: int) -> None:
+        times = distributed.all_gather_floats(sum(self.recent_step_s) / len(self.recent_step_s), self.info.device)
+        slow = stragglers(times, self.h.straggler_ratio)
+        if slow:
+            self.log.event("stragglers", step=step, ranks=slow, step_seconds=[round(x, 4) for x in times])
+            slow_times = ", ".join(f"{times[r]:.3f}s" for r in slow)
+            self.log.say(f"[loom] step {step}: rank(s) {slow} are stragglers: mean step {slow_times} against "
+                         f"a median of {statistics.median(times):.3f}s")
+        self.recent_step_s = []
 
-    def metric(self, record: dict) -> None:
-        self._append(self.metrics_path, record)
 
-    def event(self, kind: str, **details) -> None:
-        self._append(self.events_path, {"time": time.time(), "event": kind, **details})
+@dataclass
+class StepResult:
+    """What `train_step` computed, the same on every rank: the mean loss over the global batch,
+    the gradient norm before clipping, the learning rate, the data window, the stop flags."""
 
-    def say(self, text: str, transient: bool = False) -> None:
-        """Prints a line; transient lines overwrite each other on a terminal."""
-        if not self.enabled:
+    loss: float
+    grad_norm: float
+    lr: float
+    window: tuple[int, int]
+    stop_now: float
+    budget_now: float
+    started: float  # perf_counter at the step's start
+    moe: dict | None = None  # routing metrics after the optimizer step (MoE only)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds every global generator a run could draw from: torch (CPU and CUDA), numpy, random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+Loss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Parallelize = Callable[[GPT, distributed.DistInfo, object], torch.nn.Module]
+
+
+class Trainer:
+    """One training run in this process: builds the model, optimizer and parts, resumes from the
+    newest valid checkpoint (`resume`: "auto", "always" or "never"), and trains in `train()`."""
+
+    def __init__(self, cfg: LoomConfig, info: distributed.DistInfo, stop: StopRequest, resume: str = "auto", *,
+                 data=None, loss: Loss = next_token_loss, parallelize: Parallelize = data_parallel):
+        self.cfg, self.t, self.info, self.device = cfg, cfg.train, info, info.device
+        self.run_dir, t = cfg.run_dir, cfg.train
+        self.data = data or ShardData(cfg)
+        self.loss, self.parallelize = loss, parallelize
+        per_step = t.micro_batch * t.seq_len * info.world_size
+        self.batch_tokens = t.batch_tokens or per_step
+        if self.batch_tokens % per_step:
+            raise ConfigError(
+                f"train.batch_tokens ({self.batch_tokens}) is not a multiple of micro_batch * seq_len * processes "
+                f"({t.micro_batch} * {t.seq_len} * {info.world_size} = {per_step})"
+            )
+        self.accum = self.batch_tokens // per_step
+
+        ckpt_root = self.run_dir / "checkpoints"
+        resume_from, notes = (None, []) if resume == "never" else find_resumable(ckpt_root)
+        if resume == "never" and any(ckpt_root.glob("step_*")):
+            raise ConfigError(f"{self.run_dir} already holds checkpoints; resume it or pick another run.name")
+        if resume == "always" and resume_from is None:
+            raise DataError(f"no valid checkpoint to resume in {ckpt_root}" +
+                            (f" ({'; '.join(notes)})" if notes else ""))
+
+        self.log = RunLog(self.run_dir, info.is_main)
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.toml", cfg.to_toml())
+            shutil.copyfile(self.data.tokenizer, self.run_dir / "tokenizer.json")
+            remove_leftovers(ckpt_root, ".tmp_step_*")  # saves cut short by a crash; not a live writer's
+        distributed.barrier()
+
+        seed_everything(cfg.run.seed)
+        self.model = GPT(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.batches = self.data.train_batches(info.rank, info.world_size)
+        self.n_params = self.model.num_params()
+        self.flops_per_token = self.model.flops_per_token(t.seq_len)
+        self.meter = CostMeter(cfg.cost, t.dtype, self.device, info.world_size, self.flops_per_token)
+        self.guards = Guards(cfg.health)
+        self.faults = FaultInjector(cfg.faults, info.rank)
+        self.validator = Validator(t, self.data, info)
+        self.checkpointer = Checkpointer(ckpt_root, t, cfg.faults.checkpoint_delay_s, info)  # a fault drill's delay
+        self.stop = StopPolicy(cfg.budget, self.meter, stop)
+        self.throughput = ThroughputLog(t, cfg.health, self.meter, self.log, info)
+        self.heartbeat = Heartbeat(self.run_dir, info.rank, cfg.health.heartbeat_s)
+        self.watchdog = Watchdog(cfg.health.watchdog_factor, cfg.health.watchdog_min_s, cfg.health.watchdog_first_s,
+                                 _hang_reporter(self.run_dir, info.rank))
+        self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
+        self.train_model: torch.nn.Module = self.model
+
+        for note in notes:
+            self.log.event("checkpoint_skipped", detail=note)
+            self.log.say(f"[loom] {note}")
+        self.complete = False
+        if resume_from is None:
+            self.log.event("start", world_size=info.world_size, device=str(self.device))
             return
-        if transient and self.tty:
-            print(f"\r{text}\033[K", end="", file=sys.stderr, flush=True)
-            self._line_open = True
+        self.restore(resume_from)
+        if self.step >= t.steps:
+            self.complete = True
             return
-        if self._line_open:
-            print(file=sys.stderr)
-            self._line_open = False
-        print(text, file=sys.stderr, flush=True)
+        self.log.truncate_after(self.step)
+        self.log.event("resume", step=self.step, checkpoint=resume_from.name,
+                       restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+        self.log.say(f"[loom] resumed {self.run_dir} at step {self.step} from {resume_from.name}")
+
+    def train(self) -> dict:
+        """Trains to `train.steps`, or until a guard, a budget or a stop request ends the run;
+        returns the summary (`report.run_summary`)."""
+        if self.complete:
+            return self.recorded()
+        self.begin()
+        try:
+            while True:
+                if self.validator.due(self.step):
+                    self.validate()
+                if self.step >= self.t.steps:
+                    break
+                result = self.train_step()
+                action = self.guards.judge(result.loss, result.grad_norm, result.window, self.step + 1, self.log)
+                if action == "rollback":
+                    self.rollback(result)
+                    continue
+                self.optimizer_step(result, action)
+                stopping = self.stop.decide(result.stop_now, result.budget_now)
+                if self.checkpointer.due(self.step, stopping):
+                    self.save()
+                if stopping:
+                    self.say_stopped(stopping)
+                    break
+        finally:
+            self.watchdog.stop()
+            self.checkpointer.wait()
+        return self.finish()
+
+    # --- the steps --------------------------------------------------------------------------
+
+    def train_step(self) -> StepResult:
+        """Forward and backward over the global batch, the clipped gradient norm, and one
+        collective for what every rank must agree on. The optimizer has not stepped yet."""
+        t, step, device = self.t, self.step, self.device
+        started = time.perf_counter()
+        self.skip_known_bad_windows()
+        window = (self.batches.epoch, self.batches.cursor)
+        self.faults.maybe_stall(step)
+        lr = lr_at(step, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(self.accum):
+            x, y = self.batches.next_batch()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            sync = micro == self.accum - 1 or self.info.world_size == 1
+            no_sync = contextlib.nullcontext() if sync else self.train_model.no_sync()
+            with no_sync, autocast_context(device, t.dtype):
+                loss = self.loss(self.train_model, x, y)
+                if micro == 0:
+                    loss = self.faults.poison_loss(step + 1, loss)
+                ((loss + self.model.aux_loss()) / self.accum).backward()  # MoE balancing losses (zero if dense)
+            loss_sum += loss.detach().float()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf"))
+        flags = [torch.tensor(f, device=device) for f in self.stop.flags()]
+        reduced = distributed.all_reduce_mean(torch.stack([loss_sum / self.accum, grad_norm.float(), *flags]))
+        loss_value, grad_norm_value, stop_now, budget_now = reduced.tolist()  # .tolist() waits for the device
+        return StepResult(loss_value, grad_norm_value, lr, window, stop_now, budget_now, started)
+
+    def optimizer_step(self, result: StepResult, action: str) -> None:
+        """The guards' verdict carried out ("step", or "skip": no update), then the step counted,
+        timed and logged."""
+        if action == "step":
+            self.optimizer.step()
+        else:
+            self.guards.counts["skipped_steps"] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        report = (self.step + 1) % self.t.log_every == 0 or self.step + 1 == self.t.steps
+        result.moe = moe_step(self.model, self.cfg.model.moe.bias_update_rate, action == "step", report)
+        self.step += 1
+        self.tokens_seen += self.batch_tokens
+        seconds = time.perf_counter() - result.started
+        self.train_seconds += seconds
+        self.watchdog.beat(self.step, seconds)
+        self.heartbeat.beat(self.step)
+        self.throughput.after_step(self.step, self.batch_tokens, seconds, result, self.counters())
+
+    def skip_known_bad_windows(self) -> None:
+        """Data windows a rollback marked bad are passed over, the same way on every rank."""
+        while (self.batches.epoch, self.batches.cursor) in self.guards.skip_windows:
+            window = (self.batches.epoch, self.batches.cursor)
+            for _ in range(self.accum):
+                self.batches.next_batch()
+            self.guards.counts["skipped_windows"] += 1
+            self.log.event("window_skipped", step=self.step, window=list(window))
+
+    # --- the parts' turns -------------------------------------------------------------------
+
+    def validate(self) -> None:
+        loss = self.validator.run(self.train_model)
+        self.log.metric({"step": self.step, "val_loss": loss, "elapsed_s": round(self.train_seconds, 3)})
+        self.log.say(f"step {self.step:>6}/{self.t.steps}  val_loss {loss:.4f}")
+        self.watchdog.beat(self.step)
+
+    def save(self) -> None:
+        self.checkpointer.save(self.step, self.model, self.optimizer,
+                               {"loader": self.batches.state_dict(), "tokens_seen": self.tokens_seen,
+                                "health": self.guards.state_dict()},
+                               {"train_seconds": self.train_seconds, "cost": self.meter.state_dict()})
+        self.watchdog.beat(self.step)
+
+    def restore(self, path: Path) -> None:
+        state = load_checkpoint(path, self.model, self.optimizer, self.device)
+        self.batches.load_state_dict(state["loader"])
+        timing = state["timing"]
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        self.train_seconds = timing.get("train_seconds", 0.0)
+        self.meter.load_state_dict(timing.get("cost", {}))
+        self.guards.load_state_dict(state.get("health", {}))
+
+    def rollback(self, result: StepResult) -> None:
+        """Back to the newest valid checkpoint, skipping the bad data windows from then on."""
+        self.optimizer.zero_grad(set_to_none=True)
+        reason = "non-finite loss" if self.guards.nonfinite_windows else "loss or gradient spike"
+        bad_windows = self.guards.nonfinite_windows or [result.window]
+        self.checkpointer.wait()
+        distributed.barrier()
+        path = self.guards.check_rollback(self.checkpointer.newest(), self.step, reason, self.checkpointer.root,
+                                          self.run_dir, self.log)
+        from_step = self.step
+        for layer in self.model.moe_layers():
+            layer.load_counts.zero_()
+        self.restore(path)
+        self.log.truncate_after(self.step)  # the steps rolled back are redone; events keep the story
+        self.guards.rolled_back(reason, bad_windows, from_step, self.step, path.name, self.log)
+        self.watchdog.beat(self.step)
+
+    # --- start and end ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        t, info = self.t, self.info
+        self.log.say(f"[loom] {self.run_dir}: {self.n_params / 1e6:.2f}M parameters, "
+                     f"{self.flops_per_token / 1e6:.1f} MFLOP/token, {self.batch_tokens:,} tokens/step "
+                     f"({info.world_size} process(es) x {self.accum} micro-batch(es) x {t.micro_batch} x "
+                     f"{t.seq_len}), {t.steps} steps on {self.device}; MFU against the "
+                     f"{self.meter.peak_source} ({self.meter.peak / 1e12:.3g} TFLOP/s)")
+        self.train_model = self.parallelize(self.model, info, t)
+        self.watchdog.start()
+        self.throughput.start()
+
+    def say_stopped(self, reason: str) -> None:
+        if reason == "interrupted":
+            self.log.event("interrupted", step=self.step)
+            self.log.say(f"[loom] interrupted: checkpoint saved at step {self.step}; run the same command to continue")
+            return
+        self.log.event("budget_stop", step=self.step, reason=reason, **self.meter.snapshot(0.0))
+        self.log.say(f"[loom] stopped at step {self.step}: {reason}; checkpoint saved. Raise the limit "
+                     "in [budget] and run the same command to continue")
+
+    def counters(self) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "train_seconds": self.train_seconds}
+
+    def summary(self, first_val, last_val) -> dict:
+        return run_summary(self.run_dir, self.counters(), self.stop.reason, self.stop.request.requested, first_val,
+                           last_val, self.n_params, self.flops_per_token, self.guards, self.meter,
+                           self.info.world_size)
+
+    def finish(self) -> dict:
+        self.heartbeat.beat(self.step, force=True)
+        first_val = self.validator.first
+        if self.info.is_main:
+            first_val = first_logged_val_loss(self.log.metrics_path, first_val)
+        summary = self.summary(first_val, self.validator.last)
+        if self.meter.notice:  # raised by the whole-run rate
+            self.log.event("peak_raised", step=self.step, detail=self.meter.notice, peak_tflops=self.meter.peak / 1e12)
+        # The end event keeps the figures, so that a later call on the finished run can show them.
+        self.log.event("end", step=self.step, val_loss=self.validator.last,
+                       summary={k: v for k, v in summary.items() if k not in ("run_dir", "already_complete")})
+        if self.info.is_main:
+            write_report(self.run_dir, self.cfg, summary)
+        return summary
+
+    def recorded(self) -> dict:
+        """The summary of a run that was complete before this call: what it recorded."""
+        self.log.say(f"[loom] {self.run_dir} is already complete at step {self.step} (train.steps is "
+                     f"{self.t.steps}): nothing to train; raise train.steps to train on, or pick another run.name")
+        summary = recorded_summary(self.run_dir, self.step)
+        if summary is None:  # no end event (a crash after the last save, an older loom): what is on disk
+            self.meter.started = time.monotonic()  # the wall time the checkpoint holds, none of this call's
+            vals = [r["val_loss"] for r in read_jsonl(self.log.metrics_path) if "val_loss" in r] or [None]
+            summary = self.summary(vals[0], vals[-1])
+        return {**summary, "run_dir": str(self.run_dir), "already_complete": True, "interrupted": False,
+                "stopped_because": None}
 
 
-@torch.no_grad()
-def evaluate(model, cfg, info, device) -> float:
-    """Mean validation loss over `eval_batches` micro-batches per process (fixed windows)."""
-    loader = ShardLoader(shard_dir(cfg), "val", cfg.train.seq_len, cfg.train.micro_batch,
-                         info.rank, info.world_size, seed=cfg.run.seed)
-    batches = min(cfg.train.eval_batches, loader.batches_per_epoch)
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), device=device)
-    for _ in range(batches):
-        x, y = loader.next_batch()
-        with autocast_context(device, cfg.train.dtype):
-            total += model(x.to(device), y.to(device)).float()
-    model.train(was_training)
-    return distributed.all_reduce_mean(total / batches).item()
+def _hang_reporter(run_dir: Path, rank: int):
+    def report(waited: float, stacks: dict) -> None:
+        record = {"time": time.time(), "event": "hang", "rank": rank, "waited_s": round(waited, 1), "stacks": stacks}
+        with open(run_dir / "events.jsonl", "a") as f:  # every rank reports its own hang
+            f.write(json.dumps(record) + "\n")
+        print(f"[loom] rank {rank}: no step finished for {waited:.0f}s; thread stacks written to "
+              f"{run_dir / 'events.jsonl'}; exiting with code {HANG_EXIT_CODE} so the launcher restarts the run",
+              file=sys.stderr, flush=True)
+
+    return report
 
 
 def train(cfg: LoomConfig, resume: str = "auto") -> dict:
@@ -187,494 +562,7 @@ def train(cfg: LoomConfig, resume: str = "auto") -> dict:
     info = distributed.init_distributed(cfg.train.device)
     stop = StopRequest()
     try:
-        return _train(cfg, resume, info, stop)
+        return Trainer(cfg, info, stop, resume).train()
     finally:
         stop.restore()
         distributed.shutdown()
-
-
-class Guards:
-    """The loop's health state that must survive a resume: detector histories, known bad data
-    windows, and counts of what happened."""
-
-    def __init__(self, cfg):
-        h = cfg.health
-        self.cfg = h
-        self.loss = SpikeDetector(h.loss_spike_zscore, h.spike_window, h.spike_min_steps)
-        self.grad = SpikeDetector(h.grad_spike_zscore, h.spike_window, h.spike_min_steps)
-        self.skip_windows: set[tuple[int, int]] = set()
-        self.nonfinite_windows: list[tuple[int, int]] = []  # this run of non-finite steps
-        self.spikes_in_row = 0
-        self.rollbacks = 0  # in this process
-        self.counts = {"skipped_steps": 0, "rollbacks": 0, "skipped_windows": 0}
-
-    def state_dict(self) -> dict:
-        return {"loss_history": self.loss.state_dict(), "grad_history": self.grad.state_dict(),
-                "skip_windows": sorted(self.skip_windows), "counts": dict(self.counts)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.loss.load_state_dict(state.get("loss_history", []))
-        self.grad.load_state_dict(state.get("grad_history", []))
-        self.skip_windows = {tuple(w) for w in state.get("skip_windows", [])}
-        self.counts.update(state.get("counts", {}))
-        self.nonfinite_windows, self.spikes_in_row = [], 0
-
-    def judge(self, loss: float, grad_norm: float, window: tuple[int, int], step: int, log) -> str:
-        """What to do with a finished forward/backward: "step", "skip" or "rollback"."""
-        h = self.cfg
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            self.nonfinite_windows.append(window)
-            n = len(self.nonfinite_windows)
-            log.event("nonfinite", step=step, loss=str(loss), grad_norm=str(grad_norm), in_a_row=n)
-            log.say(f"[loom] step {step}: non-finite loss {loss} / gradient norm {grad_norm}; "
-                    f"step skipped ({n} in a row)")
-            return "rollback" if h.nonfinite_limit and n >= h.nonfinite_limit else "skip"
-        self.nonfinite_windows = []
-        actions = ["step"]
-        for name, detector, value, action in (("loss", self.loss, loss, h.loss_spike_action),
-                                              ("grad_norm", self.grad, grad_norm, h.grad_spike_action)):
-            z = detector.check(value)
-            if z is None:
-                continue
-            log.event(f"{name}_spike", step=step, value=value, zscore=round(z, 2), action=action)
-            log.say(f"[loom] step {step}: {name} spike {value:.4g} ({z:.1f} deviations above the mean); {action}")
-            actions.append("step" if action == "log" else action)
-        if len(actions) == 1:
-            self.spikes_in_row = 0
-            return "step"
-        self.spikes_in_row += 1
-        if self.spikes_in_row >= h.spike_patience:  # a new level, not a spike: learn it
-            log.event("spike_level_accepted", step=step, spikes_in_a_row=self.spikes_in_row)
-            self.loss.load_state_dict([])
-            self.grad.load_state_dict([])
-            self.spikes_in_row = 0
-            return "step"
-        return "rollback" if "rollback" in actions else "skip" if "skip" in actions else "step"
-
-
-def moe_step(model: GPT, cfg, stepped: bool, report: bool) -> dict:
-    """After an optimizer step of an MoE model: the loads of the step summed over micro-batches and
-    ranks, the auxiliary-loss-free bias update when configured, and (when `report`) the routing
-    metrics; `{}` for a dense model. Every rank calls it at every step (it may all-reduce)."""
-    layers = model.moe_layers()
-    if not layers:
-        return {}
-    rate = cfg.model.moe.bias_update_rate
-    record = {}
-    if (rate > 0 and stepped) or report:
-        counts = distributed.all_reduce_sum(torch.stack([layer.load_counts for layer in layers]))  # (L, E)
-        if rate > 0 and stepped:
-            for layer, layer_counts in zip(layers, counts):
-                update_balance_bias(layer, layer_counts, rate)
-        if report:
-            load = counts / counts.sum(-1, keepdim=True).clamp_min(1)
-            record["moe"] = [
-                {"load": [round(x, 4) for x in row.tolist()], "imbalance": round(float(row.max() / row.mean()), 3),
-                 "entropy": round(float(layer.stats["entropy"]), 4), "dropped": round(float(layer.stats["dropped"]), 5),
-                 "aux_loss": round(float(layer.stats["aux_loss"]), 5)}
-                for layer, row in zip(layers, load)
-            ]
-    for layer in layers:
-        layer.load_counts.zero_()
-    return record
-
-
-def _hang_reporter(run_dir: Path, rank: int, log: RunLog):
-    def report(waited: float, stacks: dict) -> None:
-        record = {"time": time.time(), "event": "hang", "rank": rank, "waited_s": round(waited, 1), "stacks": stacks}
-        with open(run_dir / "events.jsonl", "a") as f:  # every rank reports its own hang
-            f.write(json.dumps(record) + "\n")
-        print(f"[loom] rank {rank}: no step finished for {waited:.0f}s; thread stacks written to "
-              f"{run_dir / 'events.jsonl'}; exiting with code {HANG_EXIT_CODE} so the launcher restarts the run",
-              file=sys.stderr, flush=True)
-
-    return report
-
-
-def _train(cfg: LoomConfig, resume: str, info, stop: StopRequest) -> dict:
-    t, h = cfg.train, cfg.health
-    device = info.device
-    run_dir = cfg.run_dir
-    manifest = read_manifest(shard_dir(cfg))
-    if manifest["vocab_size"] > cfg.model.vocab_size:
-        raise ConfigError(f"the shards in {shard_dir(cfg)} use {manifest['vocab_size']} token ids but "
-                          f"model.vocab_size is {cfg.model.vocab_size}; raise it or rebuild the data")
-    per_step = t.micro_batch * t.seq_len * info.world_size
-    batch_tokens = t.batch_tokens or per_step
-    if batch_tokens % per_step:
-        raise ConfigError(
-            f"train.batch_tokens ({batch_tokens}) is not a multiple of micro_batch * seq_len * processes "
-            f"({t.micro_batch} * {t.seq_len} * {info.world_size} = {per_step})"
-        )
-    accum = batch_tokens // per_step
-
-    ckpt_root = run_dir / "checkpoints"
-    resume_from, notes = (None, []) if resume == "never" else find_resumable(ckpt_root)
-    if resume == "never" and any(ckpt_root.glob("step_*")):
-        raise ConfigError(f"{run_dir} already holds checkpoints; resume it or pick another run.name")
-    if resume == "always" and resume_from is None:
-        raise DataError(f"no valid checkpoint to resume in {ckpt_root}" + (f" ({'; '.join(notes)})" if notes else ""))
-
-    log = RunLog(run_dir, info.is_main)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-        shutil.copyfile(tokenizer_path(cfg), run_dir / "tokenizer.json")
-        remove_leftovers(ckpt_root, ".tmp_step_*")  # saves cut short by a crash; not a live writer's
-    distributed.barrier()
-
-    seed_everything(cfg.run.seed)
-    model = GPT(cfg.model).to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    loader = ShardLoader(shard_dir(cfg), "train", t.seq_len, t.micro_batch, info.rank, info.world_size, cfg.run.seed)
-    n_params = model.num_params()
-    flops_per_token = model.flops_per_token(t.seq_len)
-    meter = CostMeter(cfg, device, info.world_size, flops_per_token)
-    guards = Guards(cfg)
-    faults = FaultInjector(cfg.faults, info.rank)
-    writer = CheckpointWriter(ckpt_root, t.keep_last, t.keep_every, t.async_checkpoint, cfg.faults.checkpoint_delay_s)
-    heartbeat = Heartbeat(run_dir, info.rank, h.heartbeat_s)
-    counters = {"step": 0, "tokens_seen": 0, "train_seconds": 0.0}
-
-    def restore(path: Path) -> None:
-        state = load_checkpoint(path, model, optimizer, device)
-        loader.load_state_dict(state["loader"])
-        timing = state["timing"]
-        counters.update(step=state["step"], tokens_seen=state["tokens_seen"],
-                        train_seconds=timing.get("train_seconds", 0.0))
-        meter.load_state_dict(timing.get("cost", {}))
-        guards.load_state_dict(state.get("health", {}))
-
-    for note in notes:
-        log.event("checkpoint_skipped", detail=note)
-        log.say(f"[loom] {note}")
-    if resume_from is not None:
-        restore(resume_from)
-        if counters["step"] >= t.steps:
-            log.say(f"[loom] {run_dir} is already complete at step {counters['step']} (train.steps is {t.steps}): "
-                    "nothing to train; raise train.steps to train on, or pick another run.name")
-            recorded = recorded_summary(run_dir, counters["step"])
-            if recorded is None:  # no end event (a crash after the last save, an older loom): what is on disk
-                meter.started = time.monotonic()  # the wall time the checkpoint holds, none of this call's
-                vals = [r["val_loss"] for r in _read_jsonl(log.metrics_path) if "val_loss" in r] or [None]
-                recorded = _summary(run_dir, counters, None, False, vals[0], vals[-1], n_params, flops_per_token,
-                                    guards, meter, info.world_size)
-            return {**recorded, "run_dir": str(run_dir), "already_complete": True, "interrupted": False,
-                    "stopped_because": None}
-        log.truncate_after(counters["step"])
-        log.event("resume", step=counters["step"], checkpoint=resume_from.name,
-                  restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
-        log.say(f"[loom] resumed {run_dir} at step {counters['step']} from {resume_from.name}")
-    else:
-        log.event("start", world_size=info.world_size, device=str(device))
-
-    log.say(f"[loom] {run_dir}: {n_params / 1e6:.2f}M parameters, {flops_per_token / 1e6:.1f} MFLOP/token, "
-            f"{batch_tokens:,} tokens/step ({info.world_size} process(es) x {accum} micro-batch(es) x "
-            f"{t.micro_batch} x {t.seq_len}), {t.steps} steps on {device}; MFU against the "
-            f"{meter.peak_source} ({meter.peak / 1e12:.3g} TFLOP/s)")
-
-    train_model = torch.compile(model) if t.compile else model
-    if info.world_size > 1:
-        train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def checkpoint(at_step: int) -> None:
-        if info.is_main:
-            writer.save(at_step, model, optimizer,
-                        {"loader": loader.state_dict(), "tokens_seen": counters["tokens_seen"],
-                         "health": guards.state_dict()},
-                        {"train_seconds": counters["train_seconds"], "cost": meter.state_dict()})
-        distributed.barrier()
-
-    def rollback(reason: str, bad_windows: list[tuple[int, int]]) -> None:
-        if info.is_main:
-            writer.wait()
-        distributed.barrier()
-        path, _ = find_resumable(ckpt_root)
-        guards.rollbacks += 1
-        if path is None or guards.rollbacks > h.max_rollbacks:
-            why = (f"no checkpoint in {ckpt_root} to roll back to (lower train.ckpt_every)" if path is None
-                   else f"more than health.max_rollbacks ({h.max_rollbacks}) rollbacks")
-            log.event("stopped", step=counters["step"], reason=f"{reason}; {why}")
-            raise TrainingError(f"training stopped at step {counters['step']}: {reason}, and {why}. "
-                                f"See {run_dir / 'events.jsonl'}; check the data and lower train.lr before resuming")
-        from_step = counters["step"]
-        for layer in model.moe_layers():
-            layer.load_counts.zero_()
-        restore(path)
-        log.truncate_after(counters["step"])  # the steps rolled back are redone; events keep the story
-        guards.skip_windows |= set(bad_windows)
-        guards.counts["rollbacks"] += 1
-        log.event("rollback", from_step=from_step, to_step=counters["step"], reason=reason,
-                  skip_windows=[list(w) for w in bad_windows])
-        log.say(f"[loom] {reason}: rolled back from step {from_step} to {path.name}; "
-                f"{len(bad_windows)} data window(s) will be skipped")
-
-    watchdog = Watchdog(h.watchdog_factor, h.watchdog_min_s, h.watchdog_first_s,
-                        _hang_reporter(run_dir, info.rank, log)).start()
-    first_val = last_val = None
-    stopped_because = None
-    window_tokens, window_start = 0, time.perf_counter()
-    recent_step_s: list[float] = []
-    try:
-        while True:
-            step = counters["step"]
-            if step % t.eval_every == 0 or step == t.steps:
-                last_val = evaluate(train_model, cfg, info, device)
-                first_val = last_val if first_val is None else first_val
-                log.metric({"step": step, "val_loss": last_val, "elapsed_s": round(counters["train_seconds"], 3)})
-                log.say(f"step {step:>6}/{t.steps}  val_loss {last_val:.4f}")
-                watchdog.beat(step)
-            if step >= t.steps:
-                break
-
-            step_start = time.perf_counter()
-            while (loader.epoch, loader.cursor) in guards.skip_windows:
-                window = (loader.epoch, loader.cursor)
-                for _ in range(accum):
-                    loader.next_batch()
-                guards.counts["skipped_windows"] += 1
-                log.event("window_skipped", step=step, window=list(window))
-            window = (loader.epoch, loader.cursor)
-            faults.maybe_stall(step)
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                x, y = loader.next_batch()
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                sync = micro == accum - 1 or info.world_size == 1
-                with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast_context(device, t.dtype):
-                    loss = train_model(x, y)
-                    if micro == 0:
-                        loss = faults.poison_loss(step + 1, loss)
-                    ((loss + model.aux_loss()) / accum).backward()  # MoE balancing losses (zero if dense)
-                loss_sum += loss.detach().float()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf"))
-            over_budget = budget_exceeded(cfg, meter)
-            # One collective for the loss, the gradient norm, a stop request and the budget, so
-            # that every rank takes the same decision at the same step.
-            flags = [float(stop.requested), float(over_budget is not None)]
-            reduced = distributed.all_reduce_mean(
-                torch.stack([loss_sum / accum, grad_norm.float(), *(torch.tensor(f, device=device) for f in flags)]))
-            train_loss, grad_norm_value, stop_now, budget_now = reduced.tolist()  # .tolist() waits for the device
-            action = guards.judge(train_loss, grad_norm_value, window, step + 1, log)
-            if action == "rollback":
-                optimizer.zero_grad(set_to_none=True)
-                bad = guards.nonfinite_windows or [window]
-                rollback("non-finite loss" if guards.nonfinite_windows else "loss or gradient spike", bad)
-                watchdog.beat(counters["step"])
-                continue
-            if action == "step":
-                optimizer.step()
-            else:
-                guards.counts["skipped_steps"] += 1
-            optimizer.zero_grad(set_to_none=True)
-            moe_record = moe_step(model, cfg, action == "step", (step + 1) % t.log_every == 0 or step + 1 == t.steps)
-            step = counters["step"] = step + 1
-            counters["tokens_seen"] += batch_tokens
-            step_seconds = time.perf_counter() - step_start
-            counters["train_seconds"] += step_seconds
-            window_tokens += batch_tokens
-            recent_step_s.append(step_seconds)
-            watchdog.beat(step, step_seconds)
-            heartbeat.beat(step)
-
-            if info.world_size > 1 and step % h.straggler_every == 0:
-                times = distributed.all_gather_floats(sum(recent_step_s) / len(recent_step_s), device)
-                slow = stragglers(times, h.straggler_ratio)
-                if slow:
-                    log.event("stragglers", step=step, ranks=slow, step_seconds=[round(x, 4) for x in times])
-                    slow_times = ", ".join(f"{times[r]:.3f}s" for r in slow)
-                    log.say(f"[loom] step {step}: rank(s) {slow} are stragglers: mean step {slow_times} against "
-                            f"a median of {statistics.median(times):.3f}s")
-                recent_step_s = []
-            if step % t.log_every == 0 or step == t.steps:
-                now = time.perf_counter()
-                tokens_per_s = window_tokens / max(now - window_start, 1e-9)
-                window_tokens, window_start = 0, now
-                cost = meter.snapshot(tokens_per_s)
-                if meter.notice:
-                    log.event("peak_raised", step=step, detail=meter.notice, peak_tflops=meter.peak / 1e12)
-                    log.say(f"[loom] step {step}: {meter.notice}")
-                    meter.notice = None
-                log.metric({"step": step, "loss": train_loss, "lr": lr, "grad_norm": grad_norm_value,
-                            "tokens_per_s": round(tokens_per_s, 1), "tokens": counters["tokens_seen"],
-                            "elapsed_s": round(counters["train_seconds"], 3), **cost, **moe_record})
-                log.say(f"step {step:>6}/{t.steps}  loss {train_loss:.4f}  lr {lr:.2e}  "
-                        f"{tokens_per_s:,.0f} tok/s  MFU {cost['mfu']:.1%}  {cost['cost']:.2f} {meter.currency}  "
-                        f"{counters['train_seconds']:.0f}s", transient=True)
-            if budget_now > 0:
-                stopped_because = over_budget or "a budget of another rank was reached"
-            elif stop_now > 0:
-                stopped_because = "interrupted"
-            if step % t.ckpt_every == 0 or step == t.steps or stopped_because:
-                checkpoint(step)
-                watchdog.beat(step)
-            if stopped_because == "interrupted":
-                log.event("interrupted", step=step)
-                log.say(f"[loom] interrupted: checkpoint saved at step {step}; run the same command to continue")
-                break
-            if stopped_because:
-                log.event("budget_stop", step=step, reason=stopped_because, **meter.snapshot(0.0))
-                log.say(f"[loom] stopped at step {step}: {stopped_because}; checkpoint saved. Raise the limit "
-                        "in [budget] and run the same command to continue")
-                break
-    finally:
-        watchdog.stop()
-        if info.is_main:
-            writer.wait()
-    heartbeat.beat(counters["step"], force=True)
-
-    if info.is_main:
-        first_val = first_logged_val_loss(log.metrics_path, first_val)
-    summary = _summary(run_dir, counters, stopped_because, stop.requested, first_val, last_val, n_params,
-                       flops_per_token, guards, meter, info.world_size)
-    if meter.notice:  # raised by the whole-run rate
-        log.event("peak_raised", step=counters["step"], detail=meter.notice, peak_tflops=meter.peak / 1e12)
-    # The end event keeps the figures, so that a later call on the finished run can show them.
-    log.event("end", step=counters["step"], val_loss=last_val,
-              summary={k: v for k, v in summary.items() if k not in ("run_dir", "already_complete")})
-    if info.is_main:
-        write_report(run_dir, cfg, summary)
-    return summary
-
-
-def _summary(run_dir: Path, counters: dict, stopped_because, interrupted: bool, first_val, last_val, n_params: int,
-             flops_per_token: float, guards: Guards, meter: CostMeter, world_size: int) -> dict:
-    tokens_per_s = counters["tokens_seen"] / max(counters["train_seconds"], 1e-9)
-    return {
-        "run_dir": str(run_dir),
-        "already_complete": False,
-        "interrupted": interrupted,
-        "stopped_because": stopped_because,
-        "steps": counters["step"],
-        "tokens": counters["tokens_seen"],
-        "first_val_loss": first_val,
-        "final_val_loss": last_val,
-        "train_seconds": counters["train_seconds"],
-        "tokens_per_s": tokens_per_s,
-        "parameters": n_params,
-        "flops_per_token": flops_per_token,
-        "health": dict(guards.counts),
-        "cost": {**meter.snapshot(tokens_per_s), "currency": meter.currency, "price_per_device_hour": meter.price,
-                 "price_source": meter.price_source, "peak_tflops": meter.peak / 1e12,
-                 "peak_source": meter.peak_source, "world_size": world_size},
-    }
-
-
-def recorded_summary(run_dir: Path, step: int) -> dict | None:
-    """The summary a finished run recorded in its end event at `step`, or None."""
-    for event in reversed(_read_jsonl(run_dir / "events.jsonl")):
-        if event.get("event") == "end" and event.get("step") == step and isinstance(event.get("summary"), dict):
-            return event["summary"]
-    return None
-
-
-def first_logged_val_loss(metrics_path: Path, default: float | None) -> float | None:
-    """The run's first validation loss, also when this process started from a resume."""
-    for line in metrics_path.read_text().splitlines():
-        rec = json.loads(line)
-        if "val_loss" in rec:
-            return rec["val_loss"]
-    return default
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-    return records
-
-
-def plot_loss_curve(metrics: list[dict], path: Path) -> bool:
-    """loss_curve.png: training and validation loss against step. False when there is nothing
-    to plot or matplotlib is missing."""
-    train_pts = [(r["step"], r["loss"]) for r in metrics if "loss" in r and math.isfinite(r["loss"])]
-    val_pts = [(r["step"], r["val_loss"]) for r in metrics if "val_loss" in r]
-    if not train_pts and not val_pts:
-        return False
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train_pts:
-        ax.plot(*zip(*train_pts), label="train", linewidth=1)
-    if val_pts:
-        ax.plot(*zip(*val_pts), "o-", label="validation", linewidth=1.5, markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return True
-
-
-HEALTH_EVENTS = ("nonfinite", "loss_spike", "grad_norm_spike", "spike_level_accepted", "rollback", "window_skipped",
-                 "hang", "stragglers", "checkpoint_skipped", "resume", "interrupted", "budget_stop", "stopped")
-
-
-def write_report(run_dir: Path, cfg: LoomConfig, s: dict) -> None:
-    m, c = cfg.model, s["cost"]
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
-    events = [e for e in _read_jsonl(run_dir / "events.jsonl") if e.get("event") in HEALTH_EVENTS]
-    logged = [r for r in metrics if "tokens_per_s" in r]
-    plotted = plot_loss_curve(metrics, run_dir / "loss_curve.png")
-    energy = f"{c['energy_kwh']:.3f} kWh" if "energy_kwh" in c else "not measured (needs an NVIDIA GPU and pynvml)"
-    lines = [
-        f"# Run {cfg.run.name}",
-        "",
-        f"- model: {m.n_layer} layers, width {m.d_model}, {m.n_head} heads ({m.n_kv_head} key/value), "
-        f"vocab {m.vocab_size}, {s['parameters'] / 1e6:.2f}M parameters, {s['flops_per_token'] / 1e6:.1f} MFLOP/token",
-        f"- data: {cfg.data.dir} (sources: {', '.join(src.name for src in cfg.data.sources)}; see its data_card.md)",
-        f"- trained: {s['steps']} steps, {s['tokens']:,} tokens, {s['train_seconds']:.0f}s of training "
-        f"(mean {s['tokens_per_s']:,.0f} tokens/s over the whole run, resumes included)",
-        f"- validation loss: {s['first_val_loss']:.4f} at the first evaluation, {s['final_val_loss']:.4f} at the end",
-    ]
-    if s.get("stopped_because") and s["stopped_because"] != "interrupted":
-        lines.append(f"- **stopped early**: {s['stopped_because']}")
-    lines += ["", "## Throughput and cost", "", "| measure | value |", "|---|---|",
-              f"| tokens/s (whole run) | {s['tokens_per_s']:,.0f} |"]
-    if logged:
-        rates = sorted(r["tokens_per_s"] for r in logged)
-        lines.append(f"| tokens/s (median logged window) | {rates[len(rates) // 2]:,.0f} |")
-    lines += [
-        f"| MFU (whole run) | {c['mfu']:.1%} against {c['peak_tflops']:.3g} TFLOP/s per device ({c['peak_source']}) |",
-        f"| processes | {c['world_size']} |",
-        f"| device-hours | {c['device_hours']:.4f} |",
-        f"| cost | {c['cost']:.4f} {c['currency']} at {c['price_per_device_hour']:g} per device-hour "
-        f"({c['price_source']}) |",
-        f"| energy | {energy} |",
-        "",
-        "## Health",
-        "",
-        f"{s['health'].get('skipped_steps', 0)} optimizer steps skipped, {s['health'].get('rollbacks', 0)} rollbacks, "
-        f"{s['health'].get('skipped_windows', 0)} data windows skipped.",
-        "",
-    ]
-    if events:
-        lines += ["| time (UTC) | event | step | detail |", "|---|---|---|---|"]
-        for e in events[-50:]:
-            detail = {k: v for k, v in e.items() if k not in ("time", "event", "step", "stacks")}
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("time", 0)))
-            text = ", ".join(f"{k}={v}" for k, v in detail.items()).replace("|", "/")
-            lines.append(f"| {when} | {e['event']} | {e.get('step', e.get('from_step', ''))} | {text[:200]} |")
-        if len(events) > 50:
-            lines.append(f"\n({len(events) - 50} earlier events in events.jsonl)")
-    else:
-        lines.append("No health events.")
-    lines += ["", "![loss curve](loss_curve.png)" if plotted else "", "",
-              "Per-step figures are in metrics.jsonl, every event in events.jsonl.", ""]
-    atomic_write_text(run_dir / "report.md", "\n".join(lines))

@@ -8,23 +8,23 @@ from conftest import tiny_config
 from loom.config import load_config
 from loom.model import GPT
 from loom.train import train
-from loom.train.trainer import lr_at, make_optimizer
+from loom.train.optim import lr_at, make_optimizer
 
 
 def test_schedule_warms_up_then_decays_to_floor():
     cfg = load_config(None, ["train.steps=100", "train.warmup_steps=10", "train.lr=1e-3", "train.min_lr_ratio=0.1"])
-    lrs = [lr_at(s, cfg) for s in range(100)]
+    lrs = [lr_at(s, cfg.train) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # linear warmup
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then never rises
     assert lrs[55] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert lr_at(100, cfg) == pytest.approx(1e-4)
+    assert lr_at(100, cfg.train) == pytest.approx(1e-4)
 
 
 def test_weight_decay_only_on_matrices():
     cfg = load_config(None, ["train.weight_decay=0.1"])
     model = GPT(tiny_config("/tmp").model)
-    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    opt = make_optimizer(model, cfg.train, torch.device("cpu"))
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
