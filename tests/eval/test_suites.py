@@ -9,24 +9,18 @@ import re
 import pytest
 
 from loom.errors import ConfigError
-from loom.eval.suites import (
+from loom.eval.suites import SUITES, Item, format_prompt, get_suite, score, training_text
+from loom.eval.suites.arithmetic import add_digit_strings, multiply_digit_strings
+from loom.eval.suites.code_output import program_statements
+from loom.eval.suites.letters import WORDS
+from loom.eval.suites.scan import (
     SCAN_MIN_TEST_ACTIONS,
     SCAN_TRAIN_MAX_ACTIONS,
     SCAN_VERBS,
-    SUITES,
-    WORDS,
-    Item,
     ScanCommand,
     ScanPhrase,
     ScanVerb,
-    add_digit_strings,
-    format_prompt,
-    get_suite,
-    multiply_digit_strings,
-    program_statements,
     scan_actions,
-    score,
-    training_text,
 )
 
 NAMES = list(SUITES)
