@@ -136,8 +136,9 @@ def test_the_readme_first_screen_gives_the_two_commands_and_how_to_reach_loom():
 
 @pytest.mark.parametrize("args, message", [
     (["index", "search", "idx", "q", "--k", "0"], "argument --k: must be 1 or more, not 0"),
-    (["reason", "ask", "--backend", "rules", "--parallel", "0", "q"], "argument --parallel: must be 1 or more"),
-    (["reason", "ask", "--backend", "rules", "--max-seconds", "nan", "q"], "argument --max-seconds: must be 0 or more"),
+    (["reason", "ask", "--backend", "loom:r", "--parallel", "0", "q"], "argument --parallel: must be 1 or more"),
+    (["reason", "ask", "--backend", "loom:r", "--max-seconds", "nan", "q"],
+     "argument --max-seconds: must be 0 or more"),
     (["eval", "emit", "--items", "-5"], "argument --items: must be 1 or more, not -5"),
     (["plan", "--tokens", "1e9", "--devices", "0"], "argument --devices: must be 1 or more, not 0"),
 ])

@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from rules_backend import RuleBackend
 
 from loom.errors import LoomError
 from loom.reason.backends import (
@@ -20,7 +21,6 @@ from loom.reason.backends import (
     HFBackend,
     LoomBackend,
     OpenAIBackend,
-    RuleBackend,
     make_backend,
 )
 
@@ -463,8 +463,6 @@ def test_make_backend_forms(tiny_run):
     assert backend.url == "http://127.0.0.1:9/v1/chat/completions"
     plain = make_backend("openai:http://127.0.0.1:9/v1")
     assert plain.model == "" and not plain.chat
-    rules = make_backend("rules", default="x")
-    assert isinstance(rules, RuleBackend) and rules.complete(["q"], GREEDY)[0].text == "x"
     assert isinstance(make_backend(f"loom:{tiny_run[0]}"), LoomBackend)
 
 

@@ -13,10 +13,11 @@ import textwrap
 import time
 
 import pytest
+from rules_backend import RuleBackend
 
 from loom.errors import LoomError
 from loom.reason import Budget, Executor, load_program
-from loom.reason.backends import BackendError, GenerationSettings, RuleBackend
+from loom.reason.backends import BackendError, GenerationSettings
 
 
 def echo_backend(**kw) -> RuleBackend:
@@ -193,8 +194,9 @@ def test_resume_after_the_process_is_killed_mid_graph(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import json, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
         from loom.reason import Executor, load_program
-        from loom.reason.backends import RuleBackend
+        from rules_backend import RuleBackend
         program = load_program(json.loads({json.dumps(json.dumps(CHAIN))}))
         backend = RuleBackend([(r"say (\\S+)", lambda m: m.group(1))], delay=float(sys.argv[1]))
         result = Executor(backend, sys.argv[2]).run(program, {{"x": "a"}}, resume=True)

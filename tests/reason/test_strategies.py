@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from rules_backend import RuleBackend
 
 from loom.errors import LoomError
 from loom.reason import build_index, evaluate_strategies, search, solve, strategies_table
-from loom.reason.backends import RuleBackend
 from loom.reason.planner import decompose, parse_decomposition, plan_program
 from loom.reason.retrieval import folder_passages, passages
 
