@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from loom.errors import ConfigError, LoomError
+from loom.errors import LoomError
 
 
 def _at_least(low: float, kind=int):
@@ -103,25 +103,9 @@ def cmd_plan(args) -> int:
     from loom.train import plan
 
     cfg = load_config(args.config, args.overrides)
-    try:
-        device = plan.device_facts(args.device)
-    except ValueError as e:
-        raise ConfigError(f"--device: {e}") from None
-    if args.peak_tflops:
-        device["peak_tflops"] = args.peak_tflops
-    if args.price is not None:
-        device["price_per_hour"] = args.price
-    if args.memory_gb:
-        device["memory_gb"] = args.memory_gb
-    budgets = [b for b in (args.budget, args.device_hours, args.flops, args.tokens) if b]
-    if len(budgets) != 1:
-        raise ConfigError("give exactly one of --budget MONEY, --device-hours H, --flops F (what a budget buys) "
-                          "or --tokens T (what the config's model needs)")
-    if args.tokens:
-        result = plan.estimate(cfg, args.tokens, device, args.devices, args.mfu)
-    else:
-        result = plan.propose(cfg, device, args.devices, args.mfu, money=args.budget or 0.0,
-                              device_hours=args.device_hours or 0.0, flops=args.flops or 0.0)
+    result = plan.plan_run(cfg, args.device, args.devices, args.mfu, budget=args.budget or 0.0,
+                           device_hours=args.device_hours or 0.0, flops=args.flops or 0.0, tokens=args.tokens or 0.0,
+                           peak_tflops=args.peak_tflops or 0.0, price=args.price, memory_gb=args.memory_gb or 0.0)
     print(plan.render(result, cfg.cost.currency))
     if args.out:
         from loom.util import atomic_write_text
@@ -146,24 +130,22 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from loom.config import SampleConfig, check_sampling
-    from loom.pipeline import sample_from_run
+    from loom.pipeline import sample_from_run, sample_settings
 
-    settings = SampleConfig(prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    check_sampling(settings, lambda key: "--" + key.replace("_", "-"))
-    pieces = sample_from_run(args.run, args.prompt, settings, seed=args.seed, device=args.device,
+    settings = sample_settings(args.overrides, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    pieces = sample_from_run(args.run, settings.prompt, settings, seed=args.seed, device=args.device,
                              log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(args.prompt, end="", flush=True)  # only once the run has loaded: errors come first
+    print(settings.prompt, end="", flush=True)  # only once the run has loaded: errors come first
     for piece in pieces:
         print(piece, end="", flush=True)
     print()
 
 
 def cmd_eval(args) -> int:
-    from loom.eval.run import compare_runs, evaluate_run, suite_names
+    from loom.eval.run import evaluate_run, suite_names
+    from loom.util import torch_device
 
-    words = args.words
     if args.list:
         from loom.eval.suites import SUITES
 
@@ -173,26 +155,6 @@ def cmd_eval(args) -> int:
         print("humaneval    HumanEval pass@k, completions run in the sandbox")
         print("groups: all, reasoning")
         return 0
-    if words[:1] == ["compare"]:
-        if len(words) != 3:
-            raise LoomError("usage: loom eval compare RUN_A RUN_B")
-        print(compare_runs(words[1], words[2]), end="")
-        return 0
-    if words[:1] == ["emit"]:
-        return _eval_emit(args)
-    if words[:1] == ["harness"]:
-        from loom.eval.harness import run_harness
-
-        if not args.run or not args.tasks:
-            raise LoomError("usage: loom eval harness --run RUN --tasks TASK[,TASK] [--include-path DIR]")
-        results = run_harness(args.run, args.tasks.split(","), include_path=args.include_path, limit=args.limit,
-                              device=args.device)
-        print(json.dumps(results.get("results", results), indent=2, default=str))
-        return 0
-    if words:
-        raise LoomError(f"unknown eval command {words[0]!r}: use compare, emit or harness, or --run RUN --suite NAME")
-    from loom.util import torch_device
-
     torch_device(args.device)
     if not args.run:
         raise LoomError("loom eval needs --run RUN (a run directory), e.g. loom eval --run runs/quickstart "
@@ -202,23 +164,28 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _eval_emit(args) -> int:
-    from loom.eval.suites import SUITES, training_text
-    from loom.util import atomic_write_text
+def cmd_eval_compare(args) -> int:
+    from loom.eval.run import compare_runs
+
+    print(compare_runs(args.run_a, args.run_b), end="")
+    return 0
+
+
+def cmd_eval_emit(args) -> int:
+    from loom.eval.run import emit_training_split
 
     names = args.suite.split(",")
-    unknown = [n for n in names if n not in SUITES]
-    if unknown or not args.out:
-        detail = f" (unknown: {', '.join(unknown)})" if unknown else ""
-        raise LoomError(f"usage: loom eval emit --suite NAME[,NAME] --out FILE.jsonl [--items N] [--difficulty D]; "
-                        f"generated suites: {', '.join(SUITES)}{detail}")
-    lines = []
-    for name in names:
-        difficulty = args.difficulty if args.difficulty is not None else SUITES[name].default_difficulty
-        for i, text in enumerate(training_text(name, args.items, difficulty, args.seed)):
-            lines.append(json.dumps({"id": f"{name}/train/{difficulty}/{i}", "text": text}) + "\n")
-    atomic_write_text(Path(args.out), "".join(lines))
-    print(f"[loom] wrote {len(lines):,} training documents of {', '.join(names)} to {args.out}")
+    n = emit_training_split(names, args.out, args.items, args.difficulty, args.seed)
+    print(f"[loom] wrote {n:,} training documents of {', '.join(names)} to {args.out}")
+    return 0
+
+
+def cmd_eval_harness(args) -> int:
+    from loom.eval.harness import run_harness
+
+    results = run_harness(args.run, args.tasks.split(","), include_path=args.include_path, limit=args.limit,
+                          device=args.device)
+    print(json.dumps(results.get("results", results), indent=2, default=str))
     return 0
 
 
@@ -382,25 +349,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run: bits per byte, reasoning suites, HumanEval; compare runs",
                        description="loom eval --run RUN --suite NAME[,NAME]: runs suites on the run's newest "
                                    "checkpoint and writes RUN/eval/<suite>.json and RUN/eval/results.md. "
-                                   "loom eval compare RUN_A RUN_B: both runs' results side by side. "
-                                   "loom eval emit --suite NAME --out FILE.jsonl: a suite's training split as "
-                                   "JSONL documents to train on. loom eval harness --run RUN --tasks T: "
-                                   "lm-evaluation-harness tasks on the run. --list shows the suites.")
-    p.add_argument("words", nargs="*", metavar="compare RUN_A RUN_B | emit | harness", help="a sub-command")
+                                   "--list shows the suites; the sub-commands compare runs, emit a suite's "
+                                   "training split and run lm-evaluation-harness tasks.")
     p.add_argument("--run", help="run directory, e.g. runs/quickstart")
     p.add_argument("--suite", default="all", help="suite names or groups, comma-separated (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
                    help="override an eval setting, e.g. --set eval.items=100 (repeatable)")
     p.add_argument("--list", action="store_true", help="list the suites")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument("--out", help="emit: the JSONL file to write")
-    p.add_argument("--items", type=_at_least(1), default=1000, help="emit: training items per suite (default 1000)")
-    p.add_argument("--difficulty", type=int, help="emit: the difficulty (default: the suite's)")
-    p.add_argument("--seed", type=int, default=0, help="emit: the seed (default 0)")
-    p.add_argument("--tasks", help="harness: lm-eval task names, comma-separated")
-    p.add_argument("--include-path", help="harness: a directory of extra lm-eval task YAML files")
-    p.add_argument("--limit", type=_at_least(1), help="harness: at most this many documents per task")
     p.set_defaults(func=cmd_eval)
+    evals = p.add_subparsers(dest="eval_command", metavar="{compare,emit,harness}")
+    e = evals.add_parser("compare", usage="loom eval compare RUN_A RUN_B", help="two runs' results side by side")
+    e.add_argument("run_a", metavar="RUN_A", help="a run directory with eval results")
+    e.add_argument("run_b", metavar="RUN_B", help="the run to compare it with")
+    e.set_defaults(func=cmd_eval_compare)
+    e = evals.add_parser("emit", help="a suite's training split as JSONL documents to train on")
+    e.add_argument("--suite", required=True, help="generated suite names, comma-separated")
+    e.add_argument("--out", required=True, help="the JSONL file to write")
+    e.add_argument("--items", type=_at_least(1), default=1000, help="training items per suite (default 1000)")
+    e.add_argument("--difficulty", type=int, help="the difficulty (default: the suite's)")
+    e.add_argument("--seed", type=int, default=0, help="the seed (default 0)")
+    e.set_defaults(func=cmd_eval_emit)
+    e = evals.add_parser("harness", help="lm-evaluation-harness tasks on a run")
+    e.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
+    e.add_argument("--tasks", required=True, help="lm-eval task names, comma-separated")
+    e.add_argument("--include-path", help="a directory of extra lm-eval task YAML files")
+    e.add_argument("--limit", type=_at_least(1), help="at most this many documents per task")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    e.set_defaults(func=cmd_eval_harness)
 
     reason = sub.add_parser("reason", help="answer questions by running graphs of sub-questions against a model"
                             ).add_subparsers(dest="reason_command", required=True, metavar="COMMAND")
@@ -452,14 +428,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_at_least(1), default=5, help="passages shown (default 5)")
     p.set_defaults(func=cmd_index_search)
 
-    p = sub.add_parser("sample", help="generate text from a trained run")
+    p = sub.add_parser("sample", help="generate text from a trained run",
+                       description="Streams a continuation of --prompt. Flags and --set sample.KEY=VALUE take "
+                                   "their defaults from the [sample] settings.")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
-    p.add_argument("--prompt", default="def", help="the text to continue (default: def)")
-    p.add_argument("--max-new-tokens", type=int, default=200,
+    # no defaults here: a flag not given takes loom.config.SampleConfig's (or --set sample.KEY's)
+    p.add_argument("--prompt", help="the text to continue (default: def)")
+    p.add_argument("--max-new-tokens", type=int,
                    help="tokens to generate at most (default 200); past the model's context its window slides")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
-    p.add_argument("--top-k", type=int, default=50, help="0 to disable")
-    p.add_argument("--top-p", type=float, default=0.95, help="1.0 to disable")
+    p.add_argument("--temperature", type=float, help="0 for greedy decoding (default 0.8)")
+    p.add_argument("--top-k", type=int, help="0 to disable (default 50)")
+    p.add_argument("--top-p", type=float, help="1.0 to disable (default 0.95)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
+                   help="a sampling setting, e.g. --set sample.temperature=0.5 (repeatable; flags win)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.set_defaults(func=cmd_sample)

@@ -17,9 +17,25 @@ import torch
 from loom.checkpoint import load_trained_model
 from loom.config import LoomConfig, SampleConfig
 from loom.data import build_dataset
+from loom.errors import ConfigError
 from loom.model import generate
 from loom.tokenizer import decode_stream
 from loom.train import train
+
+
+def sample_settings(overrides: list[str], **given) -> SampleConfig:
+    """The sampling settings of `loom sample`: `SampleConfig`'s defaults, then `--set sample.KEY=V`
+    overrides, then the flags `given` (None: not given), checked with the flags' names."""
+    from dataclasses import replace
+
+    from loom.config import check_sampling, load_config
+
+    other = [o for o in overrides if not o.strip().startswith("sample.")]
+    if other:
+        raise ConfigError(f"loom sample --set takes sample.KEY=VALUE, not {other[0]!r}")
+    settings = replace(load_config(None, overrides).sample, **{k: v for k, v in given.items() if v is not None})
+    check_sampling(settings, lambda key: "--" + key.replace("_", "-"))
+    return settings
 
 
 def sample_from_run(run_dir: str | Path, prompt: str, settings: SampleConfig, seed: int = 0,

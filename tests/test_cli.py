@@ -145,3 +145,17 @@ def test_the_readme_first_screen_gives_the_two_commands_and_how_to_reach_loom():
 def test_numeric_arguments_are_checked_before_anything_runs(args, message, tmp_path):
     out = loom(*args, cwd=tmp_path, check=False)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sample_help_states_the_defaults_sampling_takes():
+    # the flags have no defaults of their own: a flag not given takes SampleConfig's
+    from dataclasses import fields
+
+    from loom.cli import build_parser
+    from loom.config import SampleConfig
+
+    sample = build_parser()._subparsers._group_actions[0].choices["sample"]
+    helps = {a.dest: a.help for a in sample._actions}
+    for f in fields(SampleConfig):
+        assert sample.get_default(f.name) is None
+        assert f"(default: {getattr(SampleConfig(), f.name)})" in helps[f.name].replace("default ", "default: ")

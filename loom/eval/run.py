@@ -225,3 +225,21 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
             lines.append(f"| {name} | {metric} | {'' if va is None else _fmt(va)} | "
                          f"{'' if vb is None else _fmt(vb)} | {delta} |")
     return "\n".join(lines) + "\n"
+
+
+def emit_training_split(suites: list[str], out: str | Path, items: int, difficulty: int | None = None,
+                        seed: int = 0) -> int:
+    """`loom eval emit`: the train split of generated suites as JSONL documents ({"id", "text"})
+    to train on, written atomically to `out`; returns how many."""
+    from loom.eval.suites import SUITES, training_text
+
+    unknown = [n for n in suites if n not in SUITES]
+    if unknown:
+        raise LoomError(f"unknown generated suite(s) {', '.join(unknown)}; loom eval emit takes: {', '.join(SUITES)}")
+    lines = []
+    for name in suites:
+        level = difficulty if difficulty is not None else SUITES[name].default_difficulty
+        for i, text in enumerate(training_text(name, items, level, seed)):
+            lines.append(json.dumps({"id": f"{name}/train/{level}/{i}", "text": text}) + "\n")
+    atomic_write_text(Path(out), "".join(lines))
+    return len(lines)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from loom.errors import ConfigError
 from loom.train.cost import PEAK_TFLOPS, PRICE_PER_HOUR, table_key
 
 # The layouts `loom.train.trainer` can run: it wraps the model in DDP, and nothing else.
@@ -298,3 +299,27 @@ def render(plan: dict, currency: str = "USD") -> str:
                      "per device; lower train.micro_batch (raise train.batch_tokens' accumulation instead), use "
                      "more devices, or a smaller model")
     return "\n".join(lines)
+
+
+def plan_run(cfg, device: str, devices: int, mfu: float, *, budget: float = 0.0, device_hours: float = 0.0,
+             flops: float = 0.0, tokens: float = 0.0, peak_tflops: float = 0.0, price: float | None = None,
+             memory_gb: float = 0.0) -> dict:
+    """`loom plan`: exactly one of `budget` (money), `device_hours`, `flops` (what a budget buys,
+    `propose`) or `tokens` (what `cfg`'s model needs, `estimate`), on `devices` of the named
+    `device` with its figures overridden where given."""
+    try:
+        facts = device_facts(device)
+    except ValueError as e:
+        raise ConfigError(f"--device: {e}") from None
+    if peak_tflops:
+        facts["peak_tflops"] = peak_tflops
+    if price is not None:
+        facts["price_per_hour"] = price
+    if memory_gb:
+        facts["memory_gb"] = memory_gb
+    if len([b for b in (budget, device_hours, flops, tokens) if b]) != 1:
+        raise ConfigError("give exactly one of --budget MONEY, --device-hours H, --flops F (what a budget buys) "
+                          "or --tokens T (what the config's model needs)")
+    if tokens:
+        return estimate(cfg, tokens, facts, devices, mfu)
+    return propose(cfg, facts, devices, mfu, money=budget, device_hours=device_hours, flops=flops)
