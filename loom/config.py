@@ -1,4 +1,4 @@
-"""Every setting of loom, typed and validated in one place.
+"""Every setting of loom, typed, each section validated by a `check` beside its dataclass.
 
 A config is a TOML file (or a preset name: `quickstart`, `gpt2-124m`, ... from `loom/configs/`)
 whose sections match the dataclasses below; keys left out take the defaults shown here.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -25,12 +24,13 @@ import tomli_w
 from loom.data.dedup import DedupConfig
 from loom.data.execute import EXECUTORS, SlurmConfig
 from loom.data.quality import CodeQualityConfig, TextQualityConfig
-from loom.data.sources import KINDS, MARKUPS, SourceConfig, glob_problem
-from loom.errors import ConfigError
+from loom.data.sources import SourceConfig
+from loom.errors import ConfigError, require_non_negative, require_positive
 from loom.model.gpt import ModelConfig
 from loom.tokenizer import MIN_VOCAB_SIZE
 
 PRESET_DIR = Path(__file__).parent / "configs"
+MAX_NEW_TOKENS = 1_000_000  # a sample longer than this is a typo, not a wish
 
 
 @dataclass
@@ -64,6 +64,35 @@ class DataConfig:
     decontaminate: list[str] = field(default_factory=list)
     decontaminate_ngram: int = 13
 
+    def check(self, key: str = "data") -> None:
+        require_positive(self, key, "shard_tokens")
+        if self.workers < 0:
+            raise ConfigError(f"{key}.workers must be zero (one per CPU) or more, not {self.workers}")
+        if not self.sources:
+            raise ConfigError(f"{key}.sources is empty: add at least one [[data.sources]] table")
+        names = [s.name for s in self.sources]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{key}.sources: the name {name!r} is used twice; give each source its own name")
+        for i, source in enumerate(self.sources):
+            source.check(f"{key}.sources[{i}]")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"{key}.executor {self.executor!r} is not known; use one of {', '.join(EXECUTORS)}")
+        if self.task_files <= 0 or self.task_bytes <= 0:
+            raise ConfigError(f"{key}.task_files and {key}.task_bytes must be positive")
+        for group, weight in self.mixture.items():
+            if group not in ("text", "code"):
+                raise ConfigError(f"{key}.mixture.{group}: mixture keys are domain groups, 'text' or 'code'")
+            if weight < 0:
+                raise ConfigError(f"{key}.mixture.{group} must be zero or more, not {weight}")
+        if self.mixture and sum(self.mixture.values()) <= 0:
+            raise ConfigError(f"{key}.mixture: the weights must not all be zero")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"{key}.val_fraction must be between 0 and 1 (exclusive), not {self.val_fraction}")
+        if self.decontaminate_ngram < 4:
+            raise ConfigError(f"{key}.decontaminate_ngram must be 4 or more (GPT-3 used 13), not "
+                              f"{self.decontaminate_ngram}")
+
 
 @dataclass
 class QualityConfig:
@@ -76,6 +105,11 @@ class QualityConfig:
 class TokenizerConfig:
     vocab_size: int = 8192
     train_bytes: int = 8_000_000  # size of the corpus sample the BPE merges are learnt from
+
+    def check(self, key: str = "tokenizer") -> None:
+        require_positive(self, key, "train_bytes")
+        if not MIN_VOCAB_SIZE <= self.vocab_size <= 2**32:
+            raise ConfigError(f"{key}.vocab_size must be between {MIN_VOCAB_SIZE} and 2**32, not {self.vocab_size}")
 
 
 @dataclass
@@ -102,6 +136,24 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda if present, else cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
 
+    def check(self, key: str = "train") -> None:
+        require_positive(self, key, "steps", "seq_len", "micro_batch", "lr", "eval_every", "eval_batches",
+                         "log_every", "ckpt_every", "keep_last")
+        require_non_negative(self, key, "batch_tokens", "warmup_steps", "weight_decay", "grad_clip", "keep_every")
+        if self.batch_tokens % (self.micro_batch * self.seq_len):
+            raise ConfigError(
+                f"{key}.batch_tokens ({self.batch_tokens}) must be a multiple of {key}.micro_batch * "
+                f"{key}.seq_len ({self.micro_batch * self.seq_len}) so every step sees whole sequences"
+            )
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"{key}.min_lr_ratio must be between 0 and 1, not {self.min_lr_ratio}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"{key}.beta1 and {key}.beta2 must be in [0, 1)")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"{key}.dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"{key}.device must be auto, cpu, cuda, cuda:N or mps, not {self.device!r}")
+
 
 @dataclass
 class HealthConfig:
@@ -125,6 +177,15 @@ class HealthConfig:
     straggler_every: int = 100  # gather per-rank step times every N steps (multi-process runs)
     straggler_ratio: float = 1.3  # a rank this much slower than the median rank is named
 
+    def check(self, key: str = "health") -> None:
+        require_positive(self, key, "spike_window", "spike_patience", "watchdog_min_s", "watchdog_first_s",
+                         "straggler_every", "straggler_ratio")
+        require_non_negative(self, key, "nonfinite_limit", "loss_spike_zscore", "grad_spike_zscore", "max_rollbacks",
+                             "watchdog_factor", "heartbeat_s")
+        for name in ("loss_spike_action", "grad_spike_action"):
+            if getattr(self, name) not in ("log", "skip", "rollback"):
+                raise ConfigError(f"{key}.{name} {getattr(self, name)!r} is not known; use log, skip or rollback")
+
 
 @dataclass
 class CostConfig:
@@ -134,6 +195,9 @@ class CostConfig:
     price_per_device_hour: float = -1.0  # money per device-hour (-1: loom.train.cost.PRICE_PER_HOUR)
     currency: str = "USD"
 
+    def check(self, key: str = "cost") -> None:
+        require_non_negative(self, key, "peak_tflops")
+
 
 @dataclass
 class BudgetConfig:
@@ -142,6 +206,9 @@ class BudgetConfig:
     max_cost: float = 0.0
     max_device_hours: float = 0.0
     max_wall_hours: float = 0.0
+
+    def check(self, key: str = "budget") -> None:
+        require_non_negative(self, key, "max_cost", "max_device_hours", "max_wall_hours")
 
 
 @dataclass
@@ -156,6 +223,9 @@ class FaultConfig:
     stall_rank: int = -1  # only this rank stalls (-1: all)
     checkpoint_delay_s: float = 0.0  # pause while writing each checkpoint file (to kill mid-write)
 
+    def check(self, key: str = "faults") -> None:
+        require_non_negative(self, key, "stall_seconds", "checkpoint_delay_s")
+
 
 @dataclass
 class SampleConfig:
@@ -164,6 +234,23 @@ class SampleConfig:
     temperature: float = 0.8  # 0: greedy
     top_k: int = 50  # 0: off
     top_p: float = 0.95  # 1.0: off
+
+    def check(self, key: str = "sample", name=None) -> None:
+        """Raises `ConfigError` for a setting generation cannot use; `name(field)` is how the
+        message names it (default `<key>.<field>`; `--top-p` for a command line's flags)."""
+        name = name or (lambda field_name: f"{key}.{field_name}")
+        if not isinstance(self.prompt, str):
+            raise ConfigError(f"{name('prompt')} must be text, not {self.prompt!r}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ConfigError(f"{name('max_new_tokens')} must be between 1 and {MAX_NEW_TOKENS:,}, "
+                              f"not {self.max_new_tokens}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"{name('temperature')} must be 0 (greedy) or more, not {self.temperature}; "
+                              "0.7 to 1.0 samples usual text")
+        if self.top_k < 0:
+            raise ConfigError(f"{name('top_k')} must be 0 (off) or more, not {self.top_k}")
+        if not 0 < self.top_p <= 1:  # also refuses nan
+            raise ConfigError(f"{name('top_p')} must be in (0, 1] (1: off), not {self.top_p}")
 
 
 @dataclass
@@ -181,6 +268,14 @@ class EvalConfig:
     humaneval_limit: int = 0  # problems (0: all 164)
     # bits per byte on the validation shards: at most this many bytes per domain (0: all)
     bpb_max_bytes: int = 2_000_000
+
+    def check(self, key: str = "eval") -> None:
+        if self.items < 1 or self.shots < 0 or self.humaneval_samples < 1 or self.humaneval_max_new_tokens < 1:
+            raise ConfigError(f"{key}.items, {key}.humaneval_samples and {key}.humaneval_max_new_tokens must be 1 "
+                              f"or more, {key}.shots 0 or more")
+        if any(k < 1 or k > self.humaneval_samples for k in self.humaneval_k):
+            raise ConfigError(f"{key}.humaneval_k {self.humaneval_k}: each k must be between 1 and "
+                              f"{key}.humaneval_samples ({self.humaneval_samples}); pass@k needs at least k samples")
 
 
 @dataclass
@@ -208,6 +303,20 @@ class LoomConfig:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
+
+    def check(self) -> None:
+        """Every section's own checks (each `check` beside its dataclass), then what spans two."""
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "check"):
+                section.check(f.name)
+        m, t = self.model, self.train
+        if m.vocab_size < self.tokenizer.vocab_size:
+            raise ConfigError(f"model.vocab_size ({m.vocab_size}) is smaller than tokenizer.vocab_size "
+                              f"({self.tokenizer.vocab_size}); leave it out to take the tokenizer's")
+        if t.seq_len > m.max_seq_len:
+            raise ConfigError(f"train.seq_len ({t.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); "
+                              "raise the latter")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,188 +464,11 @@ def _check_type(value, kind, where: str, key: str):
 
 
 def validate(cfg: LoomConfig, where: str = "config") -> None:
-    def fail(msg: str):
-        raise ConfigError(f"{where}: {msg}")
-
-    positive = {
-        "data.shard_tokens": cfg.data.shard_tokens,
-        "tokenizer.train_bytes": cfg.tokenizer.train_bytes,
-        "model.n_layer": cfg.model.n_layer,
-        "model.n_head": cfg.model.n_head,
-        "model.n_kv_head": cfg.model.n_kv_head,
-        "model.d_model": cfg.model.d_model,
-        "model.max_seq_len": cfg.model.max_seq_len,
-        "model.mlp_ratio": cfg.model.mlp_ratio,
-        "model.rope_theta": cfg.model.rope_theta,
-        "model.norm_eps": cfg.model.norm_eps,
-        "train.steps": cfg.train.steps,
-        "train.seq_len": cfg.train.seq_len,
-        "train.micro_batch": cfg.train.micro_batch,
-        "train.lr": cfg.train.lr,
-        "train.eval_every": cfg.train.eval_every,
-        "train.eval_batches": cfg.train.eval_batches,
-        "train.log_every": cfg.train.log_every,
-        "train.ckpt_every": cfg.train.ckpt_every,
-        "train.keep_last": cfg.train.keep_last,
-        "health.spike_window": cfg.health.spike_window,
-        "health.spike_patience": cfg.health.spike_patience,
-        "health.watchdog_min_s": cfg.health.watchdog_min_s,
-        "health.watchdog_first_s": cfg.health.watchdog_first_s,
-        "health.straggler_every": cfg.health.straggler_every,
-        "health.straggler_ratio": cfg.health.straggler_ratio,
-    }
-    non_negative = {
-        "data.workers": cfg.data.workers,
-        "train.batch_tokens": cfg.train.batch_tokens,
-        "train.warmup_steps": cfg.train.warmup_steps,
-        "train.weight_decay": cfg.train.weight_decay,
-        "train.grad_clip": cfg.train.grad_clip,
-        "train.keep_every": cfg.train.keep_every,
-        "health.nonfinite_limit": cfg.health.nonfinite_limit,
-        "health.loss_spike_zscore": cfg.health.loss_spike_zscore,
-        "health.grad_spike_zscore": cfg.health.grad_spike_zscore,
-        "health.max_rollbacks": cfg.health.max_rollbacks,
-        "health.watchdog_factor": cfg.health.watchdog_factor,
-        "health.heartbeat_s": cfg.health.heartbeat_s,
-        "cost.peak_tflops": cfg.cost.peak_tflops,
-        "budget.max_cost": cfg.budget.max_cost,
-        "budget.max_device_hours": cfg.budget.max_device_hours,
-        "budget.max_wall_hours": cfg.budget.max_wall_hours,
-        "faults.stall_seconds": cfg.faults.stall_seconds,
-        "faults.checkpoint_delay_s": cfg.faults.checkpoint_delay_s,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            fail(f"{key} must be positive, not {value}")
-    moe = cfg.model.moe
-    if moe.n_experts < 0 or (moe.enabled and not 1 <= moe.top_k <= moe.n_experts):
-        fail(f"model.moe: top_k ({moe.top_k}) must be between 1 and n_experts ({moe.n_experts})")
-    if moe.every < 1 or moe.shared_experts < 0 or moe.expert_hidden < 0 or moe.capacity_factor < 0:
-        fail("model.moe: every must be 1 or more; shared_experts, expert_hidden and capacity_factor zero or more")
-    if moe.router not in ("softmax", "sigmoid"):
-        fail(f"model.moe.router {moe.router!r} is not known; use softmax or sigmoid")
-    if min(moe.aux_loss_coef, moe.z_loss_coef, moe.bias_update_rate) < 0:
-        fail("model.moe: aux_loss_coef, z_loss_coef and bias_update_rate must be zero or more")
-    for key in ("loss_spike_action", "grad_spike_action"):
-        if getattr(cfg.health, key) not in ("log", "skip", "rollback"):
-            fail(f"health.{key} {getattr(cfg.health, key)!r} is not known; use log, skip or rollback")
-    for key, value in non_negative.items():
-        if value < 0:
-            fail(f"{key} must be zero or more, not {value}")
-
-    _validate_data(cfg, fail)
-    if not 0 < cfg.data.val_fraction < 1:
-        fail(f"data.val_fraction must be between 0 and 1 (exclusive), not {cfg.data.val_fraction}")
-    if not MIN_VOCAB_SIZE <= cfg.tokenizer.vocab_size <= 2**32:
-        fail(f"tokenizer.vocab_size must be between {MIN_VOCAB_SIZE} and 2**32, not {cfg.tokenizer.vocab_size}")
-
-    m = cfg.model
-    if m.d_model % m.n_head:
-        fail(
-            f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head}): each "
-            f"attention head gets d_model / n_head dimensions. Try d_model = "
-            f"{m.n_head * max(2, round(m.d_model / m.n_head / 2) * 2)} or another n_head"
-        )
-    if m.head_dim % 2:
-        fail(f"model.d_model / model.n_head = {m.head_dim} must be even: rotary embedding rotates pairs")
-    if m.n_head % m.n_kv_head:
-        fail(
-            f"model.n_head ({m.n_head}) must be a multiple of model.n_kv_head ({m.n_kv_head}): "
-            "each key/value head is shared by an equal group of query heads"
-        )
-    if m.vocab_size < cfg.tokenizer.vocab_size:
-        fail(f"model.vocab_size ({m.vocab_size}) is smaller than tokenizer.vocab_size "
-             f"({cfg.tokenizer.vocab_size}); leave it out to take the tokenizer's")
-
-    t = cfg.train
-    if t.seq_len > m.max_seq_len:
-        fail(f"train.seq_len ({t.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); raise the latter")
-    if t.batch_tokens % (t.micro_batch * t.seq_len):
-        fail(
-            f"train.batch_tokens ({t.batch_tokens}) must be a multiple of train.micro_batch * "
-            f"train.seq_len ({t.micro_batch * t.seq_len}) so every step sees whole sequences"
-        )
-    if not 0 <= t.min_lr_ratio <= 1:
-        fail(f"train.min_lr_ratio must be between 0 and 1, not {t.min_lr_ratio}")
-    if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
-        fail("train.beta1 and train.beta2 must be in [0, 1)")
-    if t.dtype not in ("auto", "float32", "bfloat16"):
-        fail(f"train.dtype must be auto, float32 or bfloat16, not {t.dtype!r}")
-    if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
-        fail(f"train.device must be auto, cpu, cuda, cuda:N or mps, not {t.device!r}")
-    e = cfg.eval
-    if e.items < 1 or e.shots < 0 or e.humaneval_samples < 1 or e.humaneval_max_new_tokens < 1:
-        fail("eval.items, eval.humaneval_samples and eval.humaneval_max_new_tokens must be 1 or more, "
-             "eval.shots 0 or more")
-    if any(k < 1 or k > e.humaneval_samples for k in e.humaneval_k):
-        fail(f"eval.humaneval_k {e.humaneval_k}: each k must be between 1 and eval.humaneval_samples "
-             f"({e.humaneval_samples}); pass@k needs at least k samples")
-    if cfg.data.decontaminate_ngram < 4:
-        fail(f"data.decontaminate_ngram must be 4 or more (GPT-3 used 13), not {cfg.data.decontaminate_ngram}")
+    """Raises `ConfigError` for the first setting that is wrong, prefixed by where the config
+    came from (the file, the `--set` overrides)."""
     try:
-        check_sampling(cfg.sample)
+        cfg.check()
     except ConfigError as e:
-        fail(str(e))
+        raise ConfigError(f"{where}: {e}") from None
 
 
-MAX_NEW_TOKENS = 1_000_000  # a sample longer than this is a typo, not a wish
-
-
-def check_sampling(s: SampleConfig, name=lambda key: f"sample.{key}") -> None:
-    """Raises `ConfigError` for a sampling setting generation cannot use; `name(field)` is how
-    the message names the setting (`sample.top_p` in a config, `--top-p` on a command line)."""
-    if not isinstance(s.prompt, str):
-        raise ConfigError(f"{name('prompt')} must be text, not {s.prompt!r}")
-    if not 1 <= s.max_new_tokens <= MAX_NEW_TOKENS:
-        raise ConfigError(f"{name('max_new_tokens')} must be between 1 and {MAX_NEW_TOKENS:,}, not {s.max_new_tokens}")
-    if not (math.isfinite(s.temperature) and s.temperature >= 0):
-        raise ConfigError(f"{name('temperature')} must be 0 (greedy) or more, not {s.temperature}; "
-                          "0.7 to 1.0 samples usual text")
-    if s.top_k < 0:
-        raise ConfigError(f"{name('top_k')} must be 0 (off) or more, not {s.top_k}")
-    if not 0 < s.top_p <= 1:  # also refuses nan
-        raise ConfigError(f"{name('top_p')} must be in (0, 1] (1: off), not {s.top_p}")
-
-
-def _validate_data(cfg: LoomConfig, fail) -> None:
-    if not cfg.data.sources:
-        fail("data.sources is empty: add at least one [[data.sources]] table")
-    names = [s.name for s in cfg.data.sources]
-    for name in names:
-        if names.count(name) > 1:
-            fail(f"data.sources: the name {name!r} is used twice; give each source its own name")
-    for i, source in enumerate(cfg.data.sources):
-        key = f"data.sources[{i}]"
-        if source.kind not in KINDS:
-            fail(f"{key}.kind {source.kind!r} is not known; use one of {', '.join(KINDS)}")
-        if source.kind != "stdlib" and not source.path:
-            fail(f"{key}.path is required for a {source.kind} source")
-        if source.domain and not (source.domain == "text" or re.fullmatch(r"code:[\w+#.-]+", source.domain)):
-            fail(f"{key}.domain {source.domain!r} must be 'text' or 'code:LANGUAGE' (e.g. code:python)")
-        if source.max_file_bytes <= 0 or source.max_files < 0:
-            fail(f"{key}: max_file_bytes must be positive and max_files zero or more")
-        for globs in ("include", "exclude"):
-            for pattern in getattr(source, globs):
-                if problem := glob_problem(pattern):
-                    fail(f"{key}.{globs}: {problem}")
-        if source.markup and source.markup not in MARKUPS:
-            fail(f"{key}.markup {source.markup!r} is not known; use one of {', '.join(MARKUPS)}, or leave it empty")
-    if cfg.data.executor not in EXECUTORS:
-        fail(f"data.executor {cfg.data.executor!r} is not known; use one of {', '.join(EXECUTORS)}")
-    if cfg.data.task_files <= 0 or cfg.data.task_bytes <= 0:
-        fail("data.task_files and data.task_bytes must be positive")
-    if cfg.data.workers < 0:
-        fail(f"data.workers must be zero (one per CPU) or more, not {cfg.data.workers}")
-    for group, weight in cfg.data.mixture.items():
-        if group not in ("text", "code"):
-            fail(f"data.mixture.{group}: mixture keys are domain groups, 'text' or 'code'")
-        if weight < 0:
-            fail(f"data.mixture.{group} must be zero or more, not {weight}")
-    if cfg.data.mixture and sum(cfg.data.mixture.values()) <= 0:
-        fail("data.mixture: the weights must not all be zero")
-    d = cfg.dedup
-    for key, value in (("dedup.shingle_size", d.shingle_size), ("dedup.bands", d.bands), ("dedup.rows", d.rows)):
-        if value <= 0:
-            fail(f"{key} must be positive, not {value}")
-    if not 0 <= d.min_jaccard <= 1:
-        fail(f"dedup.min_jaccard must be between 0 and 1, not {d.min_jaccard}")

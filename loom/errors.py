@@ -24,3 +24,18 @@ class CheckpointError(LoomError):
 
 class TrainingError(LoomError):
     """Training cannot go on (e.g. non-finite losses that rollbacks do not cure)."""
+
+
+def require_positive(section: object, key: str, *names: str) -> None:
+    """Raises `ConfigError` for the first of the fields `names` of `section` (the config table
+    `key`) that is not positive."""
+    for name in names:
+        if (value := getattr(section, name)) <= 0:
+            raise ConfigError(f"{key}.{name} must be positive, not {value}")
+
+
+def require_non_negative(section: object, key: str, *names: str) -> None:
+    """Likewise for fields that must be zero or more."""
+    for name in names:
+        if (value := getattr(section, name)) < 0:
+            raise ConfigError(f"{key}.{name} must be zero or more, not {value}")

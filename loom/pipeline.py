@@ -28,13 +28,13 @@ def sample_settings(overrides: list[str], **given) -> SampleConfig:
     overrides, then the flags `given` (None: not given), checked with the flags' names."""
     from dataclasses import replace
 
-    from loom.config import check_sampling, load_config
+    from loom.config import load_config
 
     other = [o for o in overrides if not o.strip().startswith("sample.")]
     if other:
         raise ConfigError(f"loom sample --set takes sample.KEY=VALUE, not {other[0]!r}")
     settings = replace(load_config(None, overrides).sample, **{k: v for k, v in given.items() if v is not None})
-    check_sampling(settings, lambda key: "--" + key.replace("_", "-"))
+    settings.check(name=lambda key: "--" + key.replace("_", "-"))
     return settings
 
 
@@ -44,10 +44,9 @@ def sample_from_run(run_dir: str | Path, prompt: str, settings: SampleConfig, se
     settings, the device and the run are checked and the model loaded before this returns, so
     that every error comes before the first piece. `log(line)` hears, once, when the prompt and
     the new tokens may not fit the model's context (generation then slides its window)."""
-    from loom.config import check_sampling
     from loom.util import torch_device
 
-    check_sampling(settings)
+    settings.check()
     model, tok, _ = load_trained_model(run_dir, torch_device(device))
     ids = [tok.bos_id, *tok.encode(prompt)]
     context = model.cfg.max_seq_len

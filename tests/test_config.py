@@ -134,3 +134,32 @@ def test_errors_name_the_override_that_gave_the_bad_key(tmp_path):
 def test_other_projects_names_suggest_ours(other, ours):
     with pytest.raises(ConfigError, match=rf"did you mean {ours}\?"):
         load_config(None, [f"model.{other}=4"])
+
+
+def test_a_source_setting_is_checked_in_one_place_for_config_and_build():
+    # the config names the source by index, the build by name; the words are the same check's
+    from loom.data.sources import SourceConfig, validate_source
+
+    with pytest.raises(ConfigError) as from_config:
+        load_config(None, ['data.sources=[{name="x", kind="csv", path="."}]'])
+    with pytest.raises(ConfigError) as from_build:
+        validate_source(SourceConfig("x", "csv", "."))
+    assert str(from_config.value).endswith(str(from_build.value).replace("data.sources[x]", "data.sources[0]"))
+
+
+def test_every_section_with_settings_to_check_checks_them():
+    cfg = load_config(None)
+    for section, key, bad in [("model", "n_layer", 0), ("train", "lr", 0.0), ("data", "shard_tokens", 0),
+                              ("dedup", "bands", 0), ("health", "spike_window", 0), ("cost", "peak_tflops", -1.0),
+                              ("budget", "max_cost", -1.0), ("faults", "stall_seconds", -1.0),
+                              ("tokenizer", "train_bytes", 0), ("sample", "top_k", -1)]:
+        with pytest.raises(ConfigError, match=rf"^{section}\.{key} must be"):
+            _with(cfg, section, key, bad).check()
+
+
+def _with(cfg, section, key, value):
+    import copy
+
+    changed = copy.deepcopy(cfg)
+    setattr(getattr(changed, section), key, value)
+    return changed

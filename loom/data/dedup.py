@@ -76,6 +76,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import rensa
 
+from loom.errors import ConfigError, require_positive
+
 WORD = re.compile(r"\w+")
 MAX_BUCKET_KEPT = 32  # kept documents a band bucket remembers (module docstring)
 MAX_CHECKS = 8  # exact Jaccard comparisons per document
@@ -94,6 +96,11 @@ class DedupConfig:
     rows: int = 4
     min_jaccard: float = 0.6  # every candidate verified by exact Jaccard; 0: unverified union (FineWeb)
     seed: int = 1
+
+    def check(self, key: str = "dedup") -> None:
+        require_positive(self, key, "shingle_size", "bands", "rows")
+        if not 0 <= self.min_jaccard <= 1:
+            raise ConfigError(f"{key}.min_jaccard must be between 0 and 1, not {self.min_jaccard}")
 
 
 def content_hash(text: str) -> bytes:

@@ -109,6 +109,47 @@ class SourceConfig:
     # markdown, .rst rst, others plain; jsonl and parquet records none), or one of MARKUPS for all
     markup: str = ""
 
+    def check(self, key: str) -> None:
+        """Raises `ConfigError` naming the setting at fault (`key` is how the config names this
+        table, e.g. data.sources[0]); the filesystem is `validate_source`'s."""
+        if not self.name:
+            raise ConfigError("data.sources: a source has an empty name; give it one (it prefixes the document ids)")
+        if self.kind not in KINDS:
+            raise ConfigError(f"{key}.kind {self.kind!r} is not known; use one of: {', '.join(KINDS)}")
+        if self.domain and not (self.domain == "text" or re.fullmatch(r"code:[\w+#.-]+", self.domain)):
+            raise ConfigError(
+                f"{key}.domain {self.domain!r} is malformed; use 'text' or 'code:LANGUAGE' (e.g. code:python), "
+                "or leave it empty for the default"
+            )
+        if self.max_file_bytes <= 0:
+            raise ConfigError(f"{key}.max_file_bytes must be positive, not {self.max_file_bytes}")
+        if self.max_files < 0:
+            raise ConfigError(f"{key}.max_files must be zero (all files) or more, not {self.max_files}")
+        if self.markup and self.markup not in MARKUPS:
+            raise ConfigError(f"{key}.markup {self.markup!r} is not known; use one of {', '.join(MARKUPS)}, "
+                              "or leave it empty to go by each file's extension")
+        for globs in ("include", "exclude"):
+            compile_globs(getattr(self, globs), f"{key}.{globs}")
+        if self.kind == "stdlib":
+            if self.include or self.exclude or self.markup:
+                raise ConfigError(f"{key}: include, exclude and markup select and describe files under a path; "
+                                  "a stdlib source has none: remove them")
+            if self.path:
+                raise ConfigError(
+                    f"{key}.path is set, but a stdlib source reads the running interpreter's standard library; "
+                    "remove path, or set kind to text_dir, code_repo, jsonl or parquet"
+                )
+            if self.domain:
+                raise ConfigError(
+                    f"{key}.domain is set, but a stdlib source's documents carry their own (text and code:python); "
+                    "remove domain"
+                )
+            return
+        if not self.path:
+            raise ConfigError(f"{key}.path is required for a {self.kind} source")
+        if self.kind in ("jsonl", "parquet") and not self.text_field:
+            raise ConfigError(f"{key}.text_field is empty; name the field holding the text (e.g. text)")
+
 
 @dataclass
 class Unreadable:
@@ -264,50 +305,21 @@ def _selection(cfg: SourceConfig) -> _Selection:
 
 
 def validate_source(cfg: SourceConfig) -> None:
-    """Raises `ConfigError` naming the key at fault when `cfg` cannot be read; does no reading."""
+    """Raises `ConfigError` naming the key at fault when `cfg` cannot be read: its settings
+    (`SourceConfig.check`), then the filesystem: the path exists, is of the kind's shape and holds
+    files the source would read. Lists directories but reads no file."""
     key = f"data.sources[{cfg.name}]"
-    if not cfg.name:
-        raise ConfigError("data.sources: a source has an empty name; give it one (it prefixes the document ids)")
-    if cfg.kind not in KINDS:
-        raise ConfigError(f"{key}.kind {cfg.kind!r} is not known; use one of: {', '.join(KINDS)}")
-    if cfg.domain and not (cfg.domain == "text" or re.fullmatch(r"code:[\w+#.-]+", cfg.domain)):
-        raise ConfigError(
-            f"{key}.domain {cfg.domain!r} is malformed; use 'text' or 'code:LANGUAGE' (e.g. code:python), "
-            "or leave it empty for the default"
-        )
-    if cfg.max_file_bytes <= 0:
-        raise ConfigError(f"{key}.max_file_bytes must be positive, not {cfg.max_file_bytes}")
-    if cfg.max_files < 0:
-        raise ConfigError(f"{key}.max_files must be zero (all files) or more, not {cfg.max_files}")
-    if cfg.markup and cfg.markup not in MARKUPS:
-        raise ConfigError(f"{key}.markup {cfg.markup!r} is not known; use one of {', '.join(MARKUPS)}, "
-                          "or leave it empty to go by each file's extension")
-    selection = _selection(cfg)
+    cfg.check(key)
     if cfg.kind == "stdlib":
-        if cfg.include or cfg.exclude or cfg.markup:
-            raise ConfigError(f"{key}: include, exclude and markup select and describe files under a path; "
-                              "a stdlib source has none: remove them")
-        if cfg.path:
-            raise ConfigError(
-                f"{key}.path is set, but a stdlib source reads the running interpreter's standard library; "
-                "remove path, or set kind to text_dir, code_repo, jsonl or parquet"
-            )
-        if cfg.domain:
-            raise ConfigError(
-                f"{key}.domain is set, but a stdlib source's documents carry their own (text and code:python); "
-                "remove domain"
-            )
         return
-    if not cfg.path:
-        raise ConfigError(f"{key}.path is required for a {cfg.kind} source")
+    selection = _selection(cfg)
+    selection = _selection(cfg)
     path = os.path.expanduser(cfg.path)
     if not os.path.exists(path):
         where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
         raise ConfigError(f"{key}.path: {cfg.path} does not exist{where}")
     if cfg.kind in ("text_dir", "code_repo") and not os.path.isdir(path):
         raise ConfigError(f"{key}.path: {cfg.path} is not a directory; a {cfg.kind} source reads every file under one")
-    if cfg.kind in ("jsonl", "parquet") and not cfg.text_field:
-        raise ConfigError(f"{key}.text_field is empty; name the field holding the text (e.g. text)")
     if not os.path.isdir(path) and (cfg.include or cfg.exclude):
         raise ConfigError(f"{key}: include and exclude select files under a directory, but path {cfg.path} is "
                           "a file; remove them, or point path at the directory")

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from loom.errors import ConfigError, require_positive
 from loom.model.moe import MoE, MoEConfig
 from loom.model.swiglu import SwiGLU
 
@@ -54,6 +55,26 @@ class ModelConfig:
     @property
     def mlp_hidden(self) -> int:
         return 64 * math.ceil(self.mlp_ratio * self.d_model / 64)
+
+    def check(self, key: str = "model") -> None:
+        """Raises `ConfigError` naming the setting that cannot build a model, and how to fix it."""
+        require_positive(self, key, "n_layer", "n_head", "n_kv_head", "d_model", "max_seq_len", "mlp_ratio",
+                         "rope_theta", "norm_eps")
+        self.moe.check(f"{key}.moe")
+        if self.d_model % self.n_head:
+            raise ConfigError(
+                f"{key}.d_model ({self.d_model}) must be divisible by {key}.n_head ({self.n_head}): each "
+                f"attention head gets d_model / n_head dimensions. Try d_model = "
+                f"{self.n_head * max(2, round(self.d_model / self.n_head / 2) * 2)} or another n_head"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(f"{key}.d_model / {key}.n_head = {self.head_dim} must be even: rotary embedding "
+                              "rotates pairs")
+        if self.n_head % self.n_kv_head:
+            raise ConfigError(
+                f"{key}.n_head ({self.n_head}) must be a multiple of {key}.n_kv_head ({self.n_kv_head}): "
+                "each key/value head is shared by an equal group of query heads"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from loom.errors import ConfigError
 from loom.model.swiglu import SwiGLU
 
 
@@ -64,6 +65,18 @@ class MoEConfig:
     @property
     def enabled(self) -> bool:
         return self.n_experts > 0
+
+    def check(self, key: str = "model.moe") -> None:
+        """Raises `ConfigError` naming the setting an MoE layer cannot be built with."""
+        if self.n_experts < 0 or (self.enabled and not 1 <= self.top_k <= self.n_experts):
+            raise ConfigError(f"{key}: top_k ({self.top_k}) must be between 1 and n_experts ({self.n_experts})")
+        if self.every < 1 or self.shared_experts < 0 or self.expert_hidden < 0 or self.capacity_factor < 0:
+            raise ConfigError(f"{key}: every must be 1 or more; shared_experts, expert_hidden and capacity_factor "
+                              "zero or more")
+        if self.router not in ("softmax", "sigmoid"):
+            raise ConfigError(f"{key}.router {self.router!r} is not known; use softmax or sigmoid")
+        if min(self.aux_loss_coef, self.z_loss_coef, self.bias_update_rate) < 0:
+            raise ConfigError(f"{key}: aux_loss_coef, z_loss_coef and bias_update_rate must be zero or more")
 
 
 def expert_width(moe: MoEConfig, dense_hidden: int) -> int:
