@@ -26,7 +26,7 @@ span is reported. The (original, copy) pairs are the ground truth.
 
 Each corpus is written as JSONL shards (`text/`, `code/`) and both pipelines read the same files:
 
-  loom       the real clean stage, `loom.data.build.clean_corpus`, at loom's DEFAULT settings
+  loom       the real clean stage, `loom.data.clean.clean_corpus`, at loom's DEFAULT settings
              for quality and deduplication (no `[dedup]` setting is passed), on two `jsonl`
              sources: per document normalize, C4 notice lines, quality rules (text: Gopher quality
              and repetition, C4 lorem ipsum, FineWeb lines; code: The Stack rules), content hash,
@@ -146,7 +146,7 @@ from datatrove.pipeline.writers import JsonlWriter  # noqa: E402
 from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
 
 from loom.config import load_config  # noqa: E402
-from loom.data.build import clean_corpus, clean_dir  # noqa: E402
+from loom.data.clean import clean_corpus, clean_dir  # noqa: E402
 from loom.data.dedup import DedupConfig  # noqa: E402
 from loom.data.normalize import normalize_text  # noqa: E402
 from loom.data.quality import (  # noqa: E402

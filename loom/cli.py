@@ -62,7 +62,7 @@ def cmd_data_build(args) -> None:
 
 
 def cmd_data_run_task(args) -> None:
-    from loom.data.build import run_clean_task
+    from loom.data.clean import run_clean_task
 
     acct = run_clean_task(_load(args), args.task)
     print(f"task {args.task}: {acct['inputs']:,} inputs in {acct['seconds']:.1f}s")

@@ -1,6 +1,6 @@
 """Running the clean stage's tasks: here in a process pool, on a Ray cluster, or as a Slurm array.
 
-The clean stage (`loom.data.build`) splits its inputs into tasks, each a run of files from one
+The clean stage (`loom.data.clean`) splits its inputs into tasks, each a run of files from one
 source, and writes a plan (`plan.json`) into its work directory. A task reads its files and
 writes its own outputs there, finishing with a marker file (`tasks/NNNNN.json`, written last and
 atomically), so any executor may run any task, twice or after a crash, and the merge that follows

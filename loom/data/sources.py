@@ -62,7 +62,7 @@ its prose rather than the code, tables and links around it, a paragraph per line
 
 Does not: normalize text beyond decoding it (`loom.data.normalize.decode_bytes`: UTF-8, BOM
 dropped, small damage repaired, binary refused), judge quality, deduplicate or mix: the clean
-stage of `loom.data.build` does that to what this yields. Nothing is downloaded.
+stage of `loom.data.clean` does that to what this yields. Nothing is downloaded.
 
 Why hand-written rather than taken from a library (datatrove's readers, HF `datasets`): each
 reader is a thin loop over `os.scandir`, `gzip`, `zstandard` or `pyarrow.parquet`; what matters

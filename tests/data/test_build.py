@@ -9,7 +9,7 @@ import pytest
 
 from loom.config import load_config
 from loom.data import build_dataset, clean_documents, read_data_card, read_manifest, shard_dir
-from loom.data.build import mixture_epochs
+from loom.data.mixture import mixture_epochs
 from loom.errors import ConfigError
 
 

@@ -152,7 +152,7 @@ def test_slurm_without_sbatch_says_how_to_submit(corpus, tmp_path, monkeypatch):
 
 
 def test_run_task_needs_a_plan(tmp_path):
-    from loom.data.build import run_clean_task
+    from loom.data.clean import run_clean_task
 
     cfg = load_config(None, [f'data.dir="{tmp_path}/data"'])
     with pytest.raises(DataError, match="no plan"):

@@ -14,7 +14,7 @@ import zstandard
 
 from loom.config import load_config
 from loom.data import build_dataset, clean_documents
-from loom.data.build import clean_corpus, clean_dir
+from loom.data.clean import clean_corpus, clean_dir
 
 WORD = re.compile(r"\w+")
 LICENSE = ("Licensed under the Apache License, Version 2.0 (the License); you may not use this file except in "

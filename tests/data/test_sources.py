@@ -467,7 +467,7 @@ Accept all cookies | Reject | Settings
 
 def test_prose_in_a_code_repo_is_text_and_meets_the_text_rules(tmp_path):
     from loom.config import load_config
-    from loom.data.build import clean_corpus, clean_documents
+    from loom.data.clean import clean_corpus, clean_documents
 
     repo = tmp_path / "repo"
     write(repo, "src/tiler.py", "def cut(path, size=256, out='tiles/'):\n    return [path, size, out]\n" * 3)
