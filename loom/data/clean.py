@@ -33,8 +33,8 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,30 +150,98 @@ def plan_tasks(cfg, test_ngrams: list[str] | None = None) -> dict:
     return plan
 
 
-def _clean_one(doc: Document, cfg, contaminated=None) -> tuple:
-    """(status, reason or cleaned document, redactions, notice lines removed, hash, sketch: the
-    MinHash signature and shingle set, or None without near dedup).
-    `contaminated(text)`: whether the text shares an n-gram with an evaluation item."""
+# The clean chain: steps with one signature, as datatrove's filters have (`BaseFilter.filter`
+# returns keep or a reason): `step(doc, account)` returns the document, changed or not, or the
+# name of the rule that drops it; the task counts the drops. Each step that changes text or finds
+# something to count writes it into the task's account.
+
+
+@dataclass
+class TaskAccount:
+    """What one clean task saw, written as its marker: inputs, drops by rule and by domain, PII
+    redactions, C4 notice lines removed, unreadable inputs, and per clean document its domain,
+    split and size in bytes."""
+
+    task: int
+    inputs: int = 0
+    dropped_by_rule: Counter = field(default_factory=Counter)
+    dropped_by_domain: Counter = field(default_factory=Counter)
+    redactions: Counter = field(default_factory=Counter)
+    c4_lines_removed: int = 0
+    unreadable: int = 0
+    unreadable_list: list = field(default_factory=list)
+    docs: list = field(default_factory=list)  # [domain, split, bytes] per clean document
+    seconds: float = 0.0
+
+    def drop(self, doc: Document, rule: str) -> None:
+        self.dropped_by_rule[rule] += 1
+        self.dropped_by_domain[doc.domain] += 1
+
+    def to_json(self) -> dict:
+        # not dataclasses.asdict: it rebuilds a Counter from its (key, count) pairs as elements
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in values.items()}
+
+
+Step = Callable[[Document, TaskAccount], "Document | str"]
+
+
+def normalize_step(doc: Document, account: TaskAccount) -> Document | str:
     text = normalize_text(doc.text)
-    if not text.strip():
-        return "dropped", "normalize.empty", {}, 0, None, None
-    removed = 0
-    if cfg.quality.enabled:
+    return replace(doc, text=text) if text.strip() else "normalize.empty"
+
+
+def quality_step(quality) -> Step:
+    """The quality rules of `quality` (the [quality] section): code rules for code; for text,
+    C4's notice lines removed (and counted), then the text rules, on the markup the source gave."""
+
+    def step(doc: Document, account: TaskAccount) -> Document | str:
         if doc.domain_group == "code":
-            reason = code_rejection(text, doc.domain.split(":", 1)[1], cfg.quality.code)
-        else:
-            text, removed = c4_remove_notice_lines(text, cfg.quality.text)
-            reason = text_rejection(text, cfg.quality.text, doc.meta.get("markup"))
-        if reason:
-            return "dropped", reason, {}, removed, None, None
-    if contaminated is not None and contaminated(text):
-        return "dropped", "decontamination", {}, removed, None, None
-    redactions = {}
+            return code_rejection(doc.text, doc.domain.split(":", 1)[1], quality.code) or doc
+        text, removed = c4_remove_notice_lines(doc.text, quality.text)
+        account.c4_lines_removed += removed
+        return text_rejection(text, quality.text, doc.meta.get("markup")) or replace(doc, text=text)
+
+    return step
+
+
+def decontamination_step(contaminated: Callable[[str], bool]) -> Step:
+    """Drops a document that shares an n-gram with an evaluation item (`contaminated(text)`)."""
+
+    def step(doc: Document, account: TaskAccount) -> Document | str:
+        return "decontamination" if contaminated(doc.text) else doc
+
+    return step
+
+
+def scrub_step(doc: Document, account: TaskAccount) -> Document | str:
+    text, redactions = scrub(doc.text)
+    account.redactions.update(redactions)
+    return replace(doc, text=text)
+
+
+def clean_chain(cfg, contaminated: Callable[[str], bool] | None = None) -> list[Step]:
+    """The steps every document of a task goes through, in order; what follows the last (content
+    hash and MinHash sketch) is not a step, as it neither drops nor changes."""
+    steps: list[Step] = [normalize_step]
+    if cfg.quality.enabled:
+        steps.append(quality_step(cfg.quality))
+    if contaminated is not None:
+        steps.append(decontamination_step(contaminated))
     if cfg.data.scrub_pii:
-        text, redactions = scrub(text)
-    doc = Document(doc.id, text, doc.domain, doc.source, doc.meta)
-    sig = sketch(text, cfg.dedup) if cfg.dedup.near else None
-    return "clean", doc, redactions, removed, content_hash(text), sig
+        steps.append(scrub_step)
+    return steps
+
+
+def run_chain(steps: list[Step], doc: Document, account: TaskAccount) -> Document | None:
+    """The document after every step, or None when one dropped it (counted in `account`)."""
+    for step in steps:
+        outcome = step(doc, account)
+        if isinstance(outcome, str):
+            account.drop(doc, outcome)
+            return None
+        doc = outcome
+    return doc
 
 
 def _task_paths(work: Path, index: int) -> tuple[Path, Path, Path]:
@@ -227,38 +295,33 @@ def run_task(cfg, work: Path, index: int) -> dict:
     task = plan["tasks"][index]
     source = cfg.data.sources[task["source"]]
     started = time.time()
-    acct = {"task": index, "inputs": 0, "dropped_by_rule": Counter(), "redactions": Counter(),
-            "c4_lines_removed": 0, "unreadable": 0, "unreadable_list": [], "dropped_by_domain": Counter(),
-            "docs": []}  # per clean document: [domain, split, bytes]
+    acct = TaskAccount(index)
     hashes, signatures = [], []
     decontamination = plan["settings"].get("decontaminate")
     contaminated = _contamination_index(work, decontamination).contains if decontamination else None
+    steps = clean_chain(cfg, contaminated)
     suffix = f".tmp-{os.getpid()}"
     docs_tmp = docs_path.with_name(docs_path.name + suffix)
     with open(docs_tmp, "wb") as raw:
         text_out = io.TextIOWrapper(zstandard.ZstdCompressor(level=3).stream_writer(raw), encoding="utf-8")
         for file in task["files"]:
             for item in read_input(source, InputFile(**file)):
-                acct["inputs"] += 1
+                acct.inputs += 1
                 if isinstance(item, Unreadable):
-                    acct["unreadable"] += 1
-                    if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
-                        acct["unreadable_list"].append(asdict(item))
+                    acct.unreadable += 1
+                    if len(acct.unreadable_list) < MAX_LISTED_UNREADABLE:
+                        acct.unreadable_list.append(asdict(item))
                     continue
-                status, outcome, redactions, removed, digest, sig = _clean_one(item, cfg, contaminated)
-                acct["c4_lines_removed"] += removed
-                acct["redactions"].update(redactions)
-                if status == "dropped":
-                    acct["dropped_by_rule"][outcome] += 1
-                    acct["dropped_by_domain"][item.domain] += 1
+                doc = run_chain(steps, item, acct)
+                if doc is None:
                     continue
-                split = split_of(outcome.id, cfg.data.val_fraction)
-                text_out.write(json.dumps({"id": outcome.id, "text": outcome.text, "domain": outcome.domain,
-                                           "source": outcome.source, "split": split}) + "\n")
-                acct["docs"].append([outcome.domain, split, len(outcome.text.encode("utf-8"))])
-                hashes.append(digest)
-                if sig is not None:
-                    signatures.append(sig)
+                split = split_of(doc.id, cfg.data.val_fraction)
+                text_out.write(json.dumps({"id": doc.id, "text": doc.text, "domain": doc.domain,
+                                           "source": doc.source, "split": split}) + "\n")
+                acct.docs.append([doc.domain, split, len(doc.text.encode("utf-8"))])
+                hashes.append(content_hash(doc.text))
+                if cfg.dedup.near:
+                    signatures.append(sketch(doc.text, cfg.dedup))
         text_out.flush()
         text_out.detach().flush(zstandard.FLUSH_FRAME)
         raw.flush()
@@ -272,10 +335,10 @@ def run_task(cfg, work: Path, index: int) -> dict:
         f.flush()
         os.fsync(f.fileno())
     os.replace(arrays_tmp, arrays_path)
-    acct["seconds"] = round(time.time() - started, 3)
-    acct = _jsonable(acct)
-    atomic_write_text(marker, json.dumps(acct, sort_keys=True))
-    return acct
+    acct.seconds = round(time.time() - started, 3)
+    record = acct.to_json()
+    atomic_write_text(marker, json.dumps(record, sort_keys=True))
+    return record
 
 
 def run_clean_task(cfg, index: int) -> dict:
@@ -361,32 +424,102 @@ def _run_clean_tasks(cfg, work: Path, n_tasks: int, pending: list[int]) -> None:
     log(f"cleaned {counts['docs']:,} inputs in {elapsed:.1f}s ({counts['docs'] / max(elapsed, 1e-9):,.0f} docs/s)")
 
 
+@dataclass
+class CorpusAccount:
+    """The clean corpus' accounting, the tasks' accounts added up and the duplicates counted:
+    every input is exactly one of kept, dropped, duplicate or unreadable, overall, per source
+    and per domain. Written into the clean manifest and read by the data card."""
+
+    sources: list[str]
+    inputs: int = 0
+    kept: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    dropped_by_rule: Counter = field(default_factory=Counter)
+    duplicates_by_kind: Counter = field(default_factory=Counter)
+    redactions: Counter = field(default_factory=Counter)
+    c4_lines_removed: int = 0
+    unreadable_list: list = field(default_factory=list)
+    by_source: dict[str, Counter] = field(default_factory=dict)
+    by_domain: dict[str, Counter] = field(default_factory=dict)
+    passed_over: dict = field(default_factory=dict)
+    near_jaccard: dict | None = None  # with near dedup: the removed pairs' Jaccard (loom.data.dedup)
+    near_search: dict | None = None  # ... and the work the search did
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self.by_source = {name: Counter() for name in self.sources}
+
+    def domain(self, name: str) -> Counter:
+        return self.by_domain.setdefault(name, Counter())
+
+    def add_unreadable(self, entry: dict) -> None:
+        """An input the plan could not list (counted here, not by a task)."""
+        self.inputs += 1
+        self.unreadable += 1
+        self.by_source[entry["source"]]["unreadable"] += 1
+        self._list(entry)
+
+    def add_task(self, task: dict, source: str) -> None:
+        """A task's marker (`TaskAccount.to_json`), from a task of `source`."""
+        self.inputs += task["inputs"]
+        self.c4_lines_removed += task["c4_lines_removed"]
+        self.redactions.update(task["redactions"])
+        self.dropped_by_rule.update(task["dropped_by_rule"])
+        dropped = sum(task["dropped_by_rule"].values())
+        self.dropped += dropped
+        self.by_source[source]["dropped"] += dropped
+        for domain, n in task["dropped_by_domain"].items():
+            self.domain(domain)["dropped"] += n
+        self.unreadable += task["unreadable"]
+        self.by_source[source]["unreadable"] += task["unreadable"]
+        for entry in task["unreadable_list"]:
+            self._list(entry)
+
+    def add_document(self, source: str, domain: str, split: str, n_bytes: int, kind: int) -> None:
+        """A clean document, kept (kind 0) or removed as an exact (1) or near (2) duplicate."""
+        status = ("kept", "duplicate_exact", "duplicate_near")[kind]
+        self.by_source[source][status] += 1
+        dom = self.domain(domain)
+        dom[status] += 1
+        if kind == 0:
+            self.kept += 1
+            dom[f"{split}_bytes"] += n_bytes
+            dom[f"{split}_docs"] += 1
+        else:
+            self.duplicates += 1
+            self.duplicates_by_kind["exact" if kind == 1 else "near"] += 1
+
+    def _list(self, entry: dict) -> None:
+        if len(self.unreadable_list) < MAX_LISTED_UNREADABLE:
+            self.unreadable_list.append(entry)
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sources" or value is None:
+                continue
+            if f.name in ("by_source", "by_domain"):
+                value = {k: dict(v) for k, v in value.items()}
+            out[f.name] = dict(value) if isinstance(value, Counter) else value
+        return out
+
+
 def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
     """Stage 2: adds up the tasks' accounts, finds duplicates across all of them, and swaps the
     finished work directory in as `clean/`."""
     started = time.time()
-    acct = _new_accounting(cfg)
+    acct = CorpusAccount([s.name for s in cfg.data.sources])
     records, hashes, signatures, shingle_parts = [], [], [], []
     for entry in plan["unreadable"]:
-        _count_unreadable(acct, entry)
+        acct.add_unreadable(entry)
     for index, task in enumerate(plan["tasks"]):
         source = cfg.data.sources[task["source"]].name
         _docs_path, arrays_path, marker = _task_paths(work, index)
         task_acct = json.loads(marker.read_text())
-        acct["inputs"] += task_acct["inputs"]
-        acct["c4_lines_removed"] += task_acct["c4_lines_removed"]
-        acct["redactions"].update(task_acct["redactions"])
-        acct["dropped_by_rule"].update(task_acct["dropped_by_rule"])
-        dropped = sum(task_acct["dropped_by_rule"].values())
-        acct["dropped"] += dropped
-        acct["by_source"][source]["dropped"] += dropped
-        for domain, n in task_acct["dropped_by_domain"].items():
-            acct["by_domain"].setdefault(domain, Counter())["dropped"] += n
-        acct["unreadable"] += task_acct["unreadable"]
-        acct["by_source"][source]["unreadable"] += task_acct["unreadable"]
-        for entry in task_acct["unreadable_list"]:
-            if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
-                acct["unreadable_list"].append(entry)
+        acct.add_task(task_acct, source)
         records.extend((source, domain, split, n_bytes) for domain, split, n_bytes in task_acct["docs"])
         with np.load(arrays_path) as arrays:
             hashes.append(arrays["hashes"])
@@ -394,7 +527,6 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
             if cfg.dedup.near:
                 offsets = arrays["shingle_offsets"]
                 shingle_parts.append((_load_shingles(work, index, offsets), offsets))
-    acct["inputs"] += len(plan["unreadable"])
 
     hash_matrix = np.concatenate(hashes) if hashes else np.zeros((0, 16), np.uint8)
     duplicate_of = exact_duplicates([h.tobytes() for h in hash_matrix]) if cfg.dedup.exact else None
@@ -408,31 +540,21 @@ def _merge(cfg, work: Path, plan: dict, out: Path) -> dict:
         shingle_parts.clear()  # closes the memory maps
         kinds = np.where(near.keeper >= 0, 2, kinds)
         duplicate_of = np.where(near.keeper >= 0, near.keeper, duplicate_of)
-        acct["near_jaccard"] = _near_jaccard(near, records, cfg.dedup.min_jaccard)
-        acct["near_search"] = near.stats | {"seconds": round(time.time() - near_started, 2)}
+        acct.near_jaccard = _near_jaccard(near, records, cfg.dedup.min_jaccard)
+        acct.near_search = near.stats | {"seconds": round(time.time() - near_started, 2)}
     for (source, domain, split, n_bytes), kind in zip(records, kinds):
-        status = ("kept", "duplicate_exact", "duplicate_near")[kind]
-        acct["by_source"][source][status] += 1
-        dom = acct["by_domain"].setdefault(domain, Counter())
-        dom[status] += 1
-        if kind == 0:
-            acct["kept"] += 1
-            dom[f"{split}_bytes"] += n_bytes
-            dom[f"{split}_docs"] += 1
-        else:
-            acct["duplicates"] += 1
-            acct["duplicates_by_kind"]["exact" if kind == 1 else "near"] += 1
-    acct["passed_over"] = plan["passed_over"]
-    acct["seconds"] = round(time.time() - started, 2)
+        acct.add_document(source, domain, split, n_bytes, int(kind))
+    acct.passed_over = plan["passed_over"]
+    acct.seconds = round(time.time() - started, 2)
     np.save(work / "duplicate_of.npy", duplicate_of)
     manifest = {"format": CLEAN_FORMAT, "fingerprint": plan["fingerprint"], "tasks": len(plan["tasks"]),
-                "documents": len(records), "accounting": _jsonable(acct),
+                "documents": len(records), "accounting": acct.to_json(),
                 "decontamination": plan["settings"].get("decontaminate")}
     atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
     replace_dir(work, out)
     a = manifest["accounting"]
     log(f"clean corpus: {a['inputs']:,} inputs: {a['kept']:,} kept, {a['dropped']:,} dropped, "
-         f"{a['duplicates']:,} duplicates, {a['unreadable']:,} unreadable -> {out}")
+        f"{a['duplicates']:,} duplicates, {a['unreadable']:,} unreadable -> {out}")
     return manifest
 
 
@@ -445,29 +567,6 @@ def _near_jaccard(near, records: list, threshold: float) -> dict:
     for group in sorted(set(groups[removed].tolist())):
         out[group] = jaccard_summary(near.jaccard[removed & (groups == group)], threshold)
     return out
-
-
-def _count_unreadable(acct: dict, entry: dict) -> None:
-    acct["unreadable"] += 1
-    acct["by_source"][entry["source"]]["unreadable"] += 1
-    if len(acct["unreadable_list"]) < MAX_LISTED_UNREADABLE:
-        acct["unreadable_list"].append(entry)
-
-
-def _new_accounting(cfg) -> dict:
-    return {
-        "inputs": 0, "kept": 0, "dropped": 0, "duplicates": 0, "unreadable": 0,
-        "dropped_by_rule": Counter(), "duplicates_by_kind": Counter(), "redactions": Counter(),
-        "c4_lines_removed": 0, "unreadable_list": [],
-        "by_source": {s.name: Counter() for s in cfg.data.sources},
-        "by_domain": {},
-    }
-
-
-def _jsonable(acct: dict) -> dict:
-    return {k: (dict(v) if isinstance(v, Counter) else
-                {kk: dict(vv) for kk, vv in v.items()} if k in ("by_source", "by_domain") else v)
-            for k, v in acct.items()}
 
 
 def clean_documents(cfg, split: str | None = None) -> Iterator[Document]:
