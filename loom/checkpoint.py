@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_file, load_model, save_file
 
 from loom.errors import CheckpointError
 from loom.util import atomic_write_text, fsync_dir, fsync_file, sha256_file
@@ -72,14 +72,19 @@ def _cpu_copy(obj, clone: bool):
     return obj
 
 
-def _model_tensors(model: torch.nn.Module, clone: bool) -> tuple[dict, dict]:
+def _model_tensors(model: torch.nn.Module, clone: bool, state: dict | None = None) -> tuple[dict, dict]:
     """The weights to store, with tied (shared) tensors stored once under the first of their
     names in sorted order, and metadata naming the others: the layout `safetensors.torch.
-    save_model` writes and `load_model` reads."""
-    state = model.state_dict()
+    save_model` writes and `load_model` reads. `state`: the full state dict, where the model's
+    own holds only this process's shards (gathered by the caller on every rank)."""
     by_storage: dict[tuple, list[str]] = {}
-    for name, tensor in state.items():
-        by_storage.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append(name)
+    if state is None:
+        state = model.state_dict()
+        for name, tensor in state.items():
+            by_storage.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append(name)
+    else:  # gathered copies share no storage: which names are one tensor, the model itself says
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            by_storage.setdefault((id(tensor),), []).append(name)
     tensors, metadata = {}, {}
     for names in by_storage.values():
         keep, *others = sorted(names)
@@ -103,11 +108,15 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict, timing: dict | None = None) -> None:
-        """`state` must depend only on what was computed; wall-clock figures go in `timing`."""
+    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict, timing: dict | None = None,
+             full_state: tuple[dict, dict] | None = None) -> None:
+        """`state` must depend only on what was computed; wall-clock figures go in `timing`.
+        `full_state`: (model, optimizer) state dicts gathered whole from a sharded model
+        (`loom.train.parallelize.full_state`); the optimizer's is then keyed by parameter name."""
         self.wait()
-        tensors, metadata = _model_tensors(model, clone=self.background)
-        optim = _cpu_copy(optimizer.state_dict(), clone=self.background)
+        model_state, optim_state = full_state or (None, optimizer.state_dict())
+        tensors, metadata = _model_tensors(model, clone=self.background, state=model_state)
+        optim = _cpu_copy(optim_state, clone=self.background)
         rng = rng_states()
         if not self.background:
             self._write(step, tensors, metadata, optim, rng, state, timing)
@@ -248,16 +257,26 @@ def find_resumable(ckpt_root: Path) -> tuple[Path | None, list[str]]:
     return None, notes
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="cpu") -> dict:
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="cpu", sharded: bool = False) -> dict:
     """Loads weights (and optimizer and RNG states when an optimizer is given) from a verified
     checkpoint; returns its state.json with timing.json under "timing" (for a checkpoint older
-    than timing.json, the same figures taken from its state.json)."""
+    than timing.json, the same figures taken from its state.json). `sharded`: the model's
+    parameters are sharded (FSDP2): every process reads the whole file and keeps its shards, so
+    a checkpoint resumes at any layout."""
     path = Path(path)
     problem = verify_checkpoint(path)
     if problem:
         raise CheckpointError(f"checkpoint {path} is not usable: {problem}")
     try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False, device=str(device))
+        if sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            result = set_model_state_dict(model, load_file(path / "model.safetensors"),
+                                          options=StateDictOptions(full_state_dict=True, strict=False))
+            missing, unexpected = result.missing_keys, result.unexpected_keys
+        else:
+            missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False,
+                                             device=str(device))
     except RuntimeError as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}); the model config "
@@ -265,7 +284,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
         ) from None
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            f"checkpoint {path} does not fit this model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}); "
             "start a new run (run.name) or restore the config it was trained with"
         )
     state = json.loads((path / "state.json").read_text())
@@ -274,7 +294,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
     else:
         state["timing"] = {"train_seconds": state.pop("train_seconds", 0.0), "cost": state.pop("cost", {})}
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optim.pt", map_location=device, weights_only=True))
+        optim = torch.load(path / "optim.pt", map_location="cpu" if sharded else device, weights_only=True)
+        named = any(isinstance(k, str) for g in optim["param_groups"] for k in g["params"])
+        if sharded or named:
+            # keyed by parameter name: written whole from a sharded run, loadable at any layout
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(optim)
         restore_rng_states(torch.load(path / "rng.pt", weights_only=False))
     return state
 

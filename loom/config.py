@@ -212,6 +212,25 @@ class BudgetConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """How the model is split over the processes (loom.train.parallelize). The data-parallel
+    replicas are what remains: world size / (dp_shard * tp)."""
+
+    dp_shard: int = 1  # FSDP2: parameters, gradients and optimizer state sharded over this many ranks
+    tp: int = 1  # tensor parallel degree (not yet supported: 1)
+    activation_checkpointing: str = "none"  # none (full and selective: not yet supported)
+
+    def check(self, key: str = "parallel") -> None:
+        require_positive(self, key, "dp_shard", "tp")
+        if self.tp != 1:
+            raise ConfigError(f"{key}.tp = {self.tp}: tensor parallel training is not supported by loom train "
+                              "yet; use parallel.dp_shard to shard the model, or leave tp at 1")
+        if self.activation_checkpointing != "none":
+            raise ConfigError(f"{key}.activation_checkpointing = {self.activation_checkpointing!r} is not "
+                              "supported by loom train yet; leave it at \"none\"")
+
+
+@dataclass
 class FaultConfig:
     """Deliberate faults, to prove the guards work (tests, drills); each strikes once per process."""
 
@@ -292,6 +311,7 @@ class LoomConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     @property

@@ -12,7 +12,7 @@ optimizer step, the step's log, the stop policy and the checkpointer, each asked
 their turn; each part owns its schedule. Three things plug in from outside, in
 `Trainer.__init__` and nowhere else: the data (`data`, by default `ShardData` over the token
 shards), the loss (`loss`, by default `next_token_loss`) and the parallelism plan
-(`parallelize`, by default `data_parallel`: torch.compile when asked, DDP across processes).
+(`parallelize`, by default the plan `[parallel]` asks for: `loom.train.parallelize`).
 
 Resume is exact: the checkpoint carries the weights, the optimizer, the step, the loader's
 position and every RNG state, so on the CPU N steps + resume + M steps equals N + M steps bit
@@ -30,7 +30,6 @@ or how processes are launched (torchrun; see `distributed`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -46,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from loom.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
 from loom.config import LoomConfig
@@ -57,6 +55,7 @@ from loom.train import distributed
 from loom.train.cost import CostMeter, budget_exceeded
 from loom.train.health import HANG_EXIT_CODE, FaultInjector, Guards, Heartbeat, Watchdog, stragglers
 from loom.train.optim import autocast_context, lr_at, make_optimizer, moe_step
+from loom.train.parallelize import full_state, gradient_sync, is_sharded, plan_for
 from loom.train.report import RunLog, first_logged_val_loss, read_jsonl, recorded_summary, run_summary, write_report
 from loom.util import atomic_write_text, remove_leftovers
 
@@ -88,15 +87,6 @@ class ShardData:
 def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The default loss: mean cross-entropy of every next token (the model computes it)."""
     return model(x, y)
-
-
-def data_parallel(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
-    """The default parallelism plan: `torch.compile` when `train.compile`, then DDP when there is
-    more than one process. Returns the module the steps run; `model` keeps the parameters."""
-    train_model = torch.compile(model) if t.compile else model
-    if info.world_size > 1:
-        train_model = DDP(train_model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    return train_model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,9 +135,9 @@ class Checkpointer:
     def due(self, step: int, stopping: str | None) -> bool:
         return step % self.t.ckpt_every == 0 or step == self.t.steps or stopping is not None
 
-    def save(self, step: int, model, optimizer, state: dict, timing: dict) -> None:
+    def save(self, step: int, model, optimizer, state: dict, timing: dict, full_state=None) -> None:
         if self.info.is_main:
-            self.writer.save(step, model, optimizer, state, timing)
+            self.writer.save(step, model, optimizer, state, timing, full_state)
         distributed.barrier()
 
     def wait(self) -> None:
@@ -287,11 +277,11 @@ class Trainer:
     newest valid checkpoint (`resume`: "auto", "always" or "never"), and trains in `train()`."""
 
     def __init__(self, cfg: LoomConfig, info: distributed.DistInfo, stop: StopRequest, resume: str = "auto", *,
-                 data=None, loss: Loss = next_token_loss, parallelize: Parallelize = data_parallel):
+                 data=None, loss: Loss = next_token_loss, parallelize: Parallelize | None = None):
         self.cfg, self.t, self.info, self.device = cfg, cfg.train, info, info.device
         self.run_dir, t = cfg.run_dir, cfg.train
         self.data = data or ShardData(cfg)
-        self.loss, self.parallelize = loss, parallelize
+        self.loss, self.parallelize = loss, parallelize or plan_for(cfg.parallel, info)
         per_step = t.micro_batch * t.seq_len * info.world_size
         self.batch_tokens = t.batch_tokens or per_step
         if self.batch_tokens % per_step:
@@ -319,10 +309,13 @@ class Trainer:
 
         seed_everything(cfg.run.seed)
         self.model = GPT(cfg.model).to(self.device)
-        self.optimizer = make_optimizer(self.model, t, self.device)
-        self.batches = self.data.train_batches(info.rank, info.world_size)
         self.n_params = self.model.num_params()
         self.flops_per_token = self.model.flops_per_token(t.seq_len)
+        # the plan first: sharding replaces the parameters, which the optimizer must then hold
+        self.train_model: torch.nn.Module = self.parallelize(self.model, info, t)
+        self.sharded = is_sharded(self.model)
+        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.batches = self.data.train_batches(info.rank, info.world_size)
         self.meter = CostMeter(cfg.cost, t.dtype, self.device, info.world_size, self.flops_per_token)
         self.guards = Guards(cfg.health)
         self.faults = FaultInjector(cfg.faults, info.rank)
@@ -334,7 +327,6 @@ class Trainer:
         self.watchdog = Watchdog(cfg.health.watchdog_factor, cfg.health.watchdog_min_s, cfg.health.watchdog_first_s,
                                  _hang_reporter(self.run_dir, info.rank))
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
-        self.train_model: torch.nn.Module = self.model
 
         for note in notes:
             self.log.event("checkpoint_skipped", detail=note)
@@ -399,14 +391,15 @@ class Trainer:
             x, y = self.batches.next_batch()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             sync = micro == self.accum - 1 or self.info.world_size == 1
-            no_sync = contextlib.nullcontext() if sync else self.train_model.no_sync()
-            with no_sync, autocast_context(device, t.dtype):
+            with gradient_sync(self.train_model, sync), autocast_context(device, t.dtype):
                 loss = self.loss(self.train_model, x, y)
                 if micro == 0:
                     loss = self.faults.poison_loss(step + 1, loss)
                 ((loss + self.model.aux_loss()) / self.accum).backward()  # MoE balancing losses (zero if dense)
             loss_sum += loss.detach().float()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # sharded parameters: the norm is a DTensor
+            grad_norm = grad_norm.full_tensor()
         flags = [torch.tensor(f, device=device) for f in self.stop.flags()]
         reduced = distributed.all_reduce_mean(torch.stack([loss_sum / self.accum, grad_norm.float(), *flags]))
         loss_value, grad_norm_value, stop_now, budget_now = reduced.tolist()  # .tolist() waits for the device
@@ -448,14 +441,15 @@ class Trainer:
         self.watchdog.beat(self.step)
 
     def save(self) -> None:
+        whole = full_state(self.model, self.optimizer) if self.sharded else None  # every rank gathers
         self.checkpointer.save(self.step, self.model, self.optimizer,
                                {"loader": self.batches.state_dict(), "tokens_seen": self.tokens_seen,
                                 "health": self.guards.state_dict()},
-                               {"train_seconds": self.train_seconds, "cost": self.meter.state_dict()})
+                               {"train_seconds": self.train_seconds, "cost": self.meter.state_dict()}, whole)
         self.watchdog.beat(self.step)
 
     def restore(self, path: Path) -> None:
-        state = load_checkpoint(path, self.model, self.optimizer, self.device)
+        state = load_checkpoint(path, self.model, self.optimizer, self.device, sharded=self.sharded)
         self.batches.load_state_dict(state["loader"])
         timing = state["timing"]
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
@@ -489,7 +483,6 @@ class Trainer:
                      f"({info.world_size} process(es) x {self.accum} micro-batch(es) x {t.micro_batch} x "
                      f"{t.seq_len}), {t.steps} steps on {self.device}; MFU against the "
                      f"{self.meter.peak_source} ({self.meter.peak / 1e12:.3g} TFLOP/s)")
-        self.train_model = self.parallelize(self.model, info, t)
         self.watchdog.start()
         self.throughput.start()
 
