@@ -36,10 +36,10 @@ Memory per device in training (`memory_estimate`), by part:
     above the sum of the parts above; with the factor the estimate fell within 6% of each.
     `tests/train/test_plan.py` measures three shapes again on every test run.
 
-Of those layouts loom's trainer runs one today: the model replicated on every device (DDP) with
-every activation kept (`TRAINABLE`). The sharded and checkpointed rows say what FSDP and
-activation checkpointing would buy; they are marked "not supported by loom train yet" and never
-count as the plan fitting.
+Of those layouts loom's trainer runs two today, both with every activation kept (`trainable`):
+the model replicated on every device (DDP) and sharded over them (FSDP2, `parallel.dp_shard`).
+The checkpointed rows say what activation checkpointing would buy; they are marked "not
+supported by loom train yet" and never count as the plan fitting.
 """
 
 from __future__ import annotations
@@ -50,8 +50,13 @@ from dataclasses import dataclass
 from loom.errors import ConfigError
 from loom.train.cost import PEAK_TFLOPS, PRICE_PER_HOUR, table_key
 
-# The layouts `loom.train.trainer` can run: it wraps the model in DDP, and nothing else.
-TRAINABLE = ("replicated",)
+
+def trainable(layout: str) -> bool:
+    """Whether `loom train` runs a layout of `memory_options`: replicated or sharded, with every
+    activation kept (activation checkpointing is not implemented yet)."""
+    return "activation checkpointing" not in layout
+
+
 TOKENS_PER_PARAM = 20.0  # Chinchilla (Hoffmann et al. 2022)
 CHINCHILLA_FIT = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 TRANSIENT_FACTOR = 1.3  # measured; see the module docstring
@@ -195,7 +200,7 @@ def run_figures(model_cfg, tokens: float, seq_len: int, micro_batch: int, device
         f"sharded over {devices}": sharded.total, f"sharded over {devices} + activation checkpointing":
         sharded.total_checkpointed,
     }
-    fits = [name for name, b in options.items() if b <= capacity and name in TRAINABLE]
+    fits = [name for name, b in options.items() if b <= capacity and trainable(name)]
     return {
         "parameters": n, "tokens": tokens, "flops": flops, "wall_hours": seconds / 3600,
         "device_hours": device_hours, "money": device_hours * device["price_per_hour"],
@@ -287,7 +292,7 @@ def render(plan: dict, currency: str = "USD") -> str:
                                 f"{plan['config'].train.micro_batch} x {plan['config'].train.seq_len}"),
     ]
     for name, b in plan["memory_options"].items():
-        if name not in TRAINABLE:
+        if not trainable(name):
             verdict = "not supported by loom train yet" + (" (would fit)" if b <= plan["capacity_bytes"] else "")
         else:
             verdict = "fits" if b <= plan["capacity_bytes"] else "DOES NOT FIT"
@@ -295,7 +300,7 @@ def render(plan: dict, currency: str = "USD") -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if not plan["fits"]:
-        lines.append(f"WARNING: no layout loom train runs ({', '.join(TRAINABLE)}) fits in {dev['memory_gb']:g} GB "
+        lines.append(f"WARNING: no layout loom train runs (replicated or sharded) fits in {dev['memory_gb']:g} GB "
                      "per device; lower train.micro_batch (raise train.batch_tokens' accumulation instead), use "
                      "more devices, or a smaller model")
     return "\n".join(lines)

@@ -100,7 +100,7 @@ def test_cli_plans_writes_a_loadable_config_and_warns_when_it_cannot_fit(tmp_pat
     big = subprocess.run([sys.executable, "-m", "loom", "plan", "--config", "gpt2-124m", "--tokens", "1e9",
                           "--device", "l4", "--set", "train.micro_batch=512"], capture_output=True, text=True,
                          timeout=120)
-    assert big.returncode == 2 and "WARNING: no layout loom train runs (replicated) fits" in big.stdout
+    assert big.returncode == 2 and "WARNING: no layout loom train runs (replicated or sharded) fits" in big.stdout
     bad = subprocess.run([sys.executable, "-m", "loom", "plan", "--budget", "5", "--device", "tpu9"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "unknown device 'tpu9'" in bad.stderr
@@ -108,19 +108,19 @@ def test_cli_plans_writes_a_loadable_config_and_warns_when_it_cannot_fit(tmp_pat
 
 def test_layouts_loom_train_cannot_run_never_count_as_fitting():
     """gpt2-124m at micro-batch 32 on 8 L4s: only activation checkpointing would fit in 24 GB, and
-    loom train does not checkpoint activations or shard yet: no fitting plan, exit 2, and those
-    rows say so rather than "fits"."""
+    loom train does not checkpoint activations yet: no fitting plan, exit 2, and those rows say
+    so rather than "fits". Sharding (FSDP2) is a layout loom trains, judged like replication."""
     cfg = load_config("gpt2-124m", ["train.micro_batch=32"])
     result = plan.estimate(cfg, 1e9, plan.device_facts("l4"), devices=8, mfu=0.4)
     assert result["memory_options"]["replicated + activation checkpointing"] <= result["capacity_bytes"]
     assert result["fits"] == []
     rows = {line.split("  ")[0]: line for line in plan.render(result).splitlines() if line.startswith("memory: ")}
-    for name in ("replicated + activation checkpointing", "sharded over 8",
-                 "sharded over 8 + activation checkpointing"):
+    for name in ("replicated + activation checkpointing", "sharded over 8 + activation checkpointing"):
         assert rows[f"memory: {name}"].split(": ", 2)[2].startswith("not supported by loom train yet")
     assert rows["memory: replicated"].endswith("DOES NOT FIT")
+    assert rows["memory: sharded over 8"].endswith("DOES NOT FIT")
     roomy = plan.estimate(cfg, 1e9, plan.device_facts("h100"), devices=8, mfu=0.4)
-    assert roomy["fits"] == ["replicated"]  # every layout fits an H100; only the one loom runs counts
+    assert roomy["fits"] == ["replicated", "sharded over 8"]  # only the layouts loom runs count
     cli = subprocess.run([sys.executable, "-m", "loom", "plan", "--config", "gpt2-124m", "--tokens", "1e9",
                           "--device", "l4", "--devices", "8", "--set", "train.micro_batch=32"],
                          capture_output=True, text=True, timeout=120)
