@@ -44,6 +44,7 @@ supported by loom train yet" and never count as the plan fitting.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -326,5 +327,11 @@ def plan_run(cfg, device: str, devices: int, mfu: float, *, budget: float = 0.0,
         raise ConfigError("give exactly one of --budget MONEY, --device-hours H, --flops F (what a budget buys) "
                           "or --tokens T (what the config's model needs)")
     if tokens:
-        return estimate(cfg, tokens, facts, devices, mfu)
-    return propose(cfg, facts, devices, mfu, money=budget, device_hours=device_hours, flops=flops)
+        result = estimate(cfg, tokens, facts, devices, mfu)
+    else:
+        result = propose(cfg, facts, devices, mfu, money=budget, device_hours=device_hours, flops=flops)
+    if result["fits"] and "replicated" not in result["fits"]:
+        # only sharded fits: the config written for it shards over the devices
+        result["config"] = copy.deepcopy(result["config"])
+        result["config"].parallel.dp_shard = devices
+    return result

@@ -126,3 +126,14 @@ def test_layouts_loom_train_cannot_run_never_count_as_fitting():
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert ": fits" not in cli.stdout and "not supported by loom train yet (would fit)" in cli.stdout
+
+
+def test_a_plan_that_fits_only_sharded_writes_a_sharded_config():
+    cfg = load_config("gpt2-124m", ["train.micro_batch=1"])
+    sizes = plan.estimate(cfg, 1e9, plan.device_facts("h100"), devices=8, mfu=0.4)["memory_options"]
+    between = (sizes["sharded over 8"] + sizes["replicated"]) / 2 / 0.9 / 1e9  # GB: room for sharded only
+    result = plan.plan_run(cfg, "h100", 8, 0.4, tokens=1e9, memory_gb=between)
+    assert result["fits"] == ["sharded over 8"] and result["config"].parallel.dp_shard == 8
+    assert cfg.parallel.dp_shard == 1  # the caller's config is left alone
+    replicated = plan.plan_run(cfg, "h100", 8, 0.4, tokens=1e9)
+    assert "replicated" in replicated["fits"] and replicated["config"].parallel.dp_shard == 1
