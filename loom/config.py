@@ -218,16 +218,21 @@ class ParallelConfig:
 
     dp_shard: int = 1  # FSDP2: parameters, gradients and optimizer state sharded over this many ranks
     tp: int = 1  # tensor parallel degree (not yet supported: 1)
-    activation_checkpointing: str = "none"  # none (full and selective: not yet supported)
+    # none, or full: each block's activations recomputed in the backward pass instead of kept
+    # (selective, per operation: not yet supported)
+    activation_checkpointing: str = "none"
 
     def check(self, key: str = "parallel") -> None:
         require_positive(self, key, "dp_shard", "tp")
         if self.tp != 1:
             raise ConfigError(f"{key}.tp = {self.tp}: tensor parallel training is not supported by loom train "
                               "yet; use parallel.dp_shard to shard the model, or leave tp at 1")
-        if self.activation_checkpointing != "none":
-            raise ConfigError(f"{key}.activation_checkpointing = {self.activation_checkpointing!r} is not "
-                              "supported by loom train yet; leave it at \"none\"")
+        if self.activation_checkpointing == "selective":
+            raise ConfigError(f"{key}.activation_checkpointing = \"selective\" is not supported by loom train "
+                              "yet; use \"full\" or \"none\"")
+        if self.activation_checkpointing not in ("none", "full"):
+            raise ConfigError(f"{key}.activation_checkpointing {self.activation_checkpointing!r} is not known; "
+                              "use none or full")
 
 
 @dataclass

@@ -9,10 +9,15 @@ nothing of this), in the way of torchtitan's `parallelize_llama`.
     compute in bf16 with gradients reduced in fp32 (`MixedPrecisionPolicy`); on the CPU all is
     fp32, and a sharded run's steps equal one process's up to float rounding.
 
+With `parallel.activation_checkpointing = "full"` every block's forward runs under
+`torch.utils.checkpoint` (non-reentrant): its activations are recomputed in the backward pass
+instead of kept, the parameter names unchanged. It is applied first, then compile, then FSDP, the
+order torchtitan's `parallelize_llama` uses.
+
 `plan_for(parallel_cfg, info, t)` picks the plan and refuses degrees the world size cannot hold
 with the key and the fix. A sharded model's checkpoints are gathered whole (`full_state`) and
 written in the one-file format, so that they resume at any layout. Tensor parallel and
-activation checkpointing are refused by the config until they are implemented.
+selective activation checkpointing are refused by the config until they are implemented.
 """
 
 from __future__ import annotations
@@ -67,12 +72,32 @@ def fully_sharded(p):
     return plan
 
 
+def checkpoint_activations(model: GPT) -> None:
+    """Each block recomputes its activations in the backward pass (`torch.utils.checkpoint`)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in model.blocks:
+        forward = block.forward
+
+        def recomputed(*args, _forward=forward, **kwargs):
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        block.forward = recomputed
+
+
 def plan_for(p, info: distributed.DistInfo):
     """The parallelism plan for `p` (the [parallel] section) on this run's processes."""
-    if p.dp_shard == 1:
-        return data_parallel
-    mesh_shape(p, info.world_size)  # refused here, before the model is built
-    return fully_sharded(p)
+    if p.dp_shard > 1:
+        mesh_shape(p, info.world_size)  # refused here, before the model is built
+    plan = data_parallel if p.dp_shard == 1 else fully_sharded(p)
+    if p.activation_checkpointing == "none":
+        return plan
+
+    def checkpointed(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
+        checkpoint_activations(model)
+        return plan(model, info, t)
+
+    return checkpointed
 
 
 def gradient_sync(model: torch.nn.Module, sync: bool):

@@ -36,10 +36,10 @@ Memory per device in training (`memory_estimate`), by part:
     above the sum of the parts above; with the factor the estimate fell within 6% of each.
     `tests/train/test_plan.py` measures three shapes again on every test run.
 
-Of those layouts loom's trainer runs two today, both with every activation kept (`trainable`):
-the model replicated on every device (DDP) and sharded over them (FSDP2, `parallel.dp_shard`).
-The checkpointed rows say what activation checkpointing would buy; they are marked "not
-supported by loom train yet" and never count as the plan fitting.
+loom's trainer runs all four layouts: the model replicated on every device (DDP) or sharded
+over them (FSDP2, `parallel.dp_shard`), each with every activation kept or recomputed in the
+backward pass (`parallel.activation_checkpointing = "full"`). The config a plan writes takes the
+first layout that fits, in that order (`memory_options`).
 """
 
 from __future__ import annotations
@@ -50,13 +50,6 @@ from dataclasses import dataclass
 
 from loom.errors import ConfigError
 from loom.train.cost import PEAK_TFLOPS, PRICE_PER_HOUR, table_key
-
-
-def trainable(layout: str) -> bool:
-    """Whether `loom train` runs a layout of `memory_options`: replicated or sharded, with every
-    activation kept (activation checkpointing is not implemented yet)."""
-    return "activation checkpointing" not in layout
-
 
 TOKENS_PER_PARAM = 20.0  # Chinchilla (Hoffmann et al. 2022)
 CHINCHILLA_FIT = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -196,12 +189,12 @@ def run_figures(model_cfg, tokens: float, seq_len: int, micro_batch: int, device
     plain = memory_estimate(model_cfg, micro_batch, seq_len, bytes_per_act, devices, sharded=False)
     sharded = memory_estimate(model_cfg, micro_batch, seq_len, bytes_per_act, devices, sharded=True)
     capacity = device["memory_gb"] * 1e9 * 0.9  # the framework and allocator keep about a tenth
-    options = {
-        "replicated": plain.total, "replicated + activation checkpointing": plain.total_checkpointed,
-        f"sharded over {devices}": sharded.total, f"sharded over {devices} + activation checkpointing":
-        sharded.total_checkpointed,
+    options = {  # in the order a plan prefers them: no recomputation first, no sharding first
+        "replicated": plain.total, f"sharded over {devices}": sharded.total,
+        "replicated + activation checkpointing": plain.total_checkpointed,
+        f"sharded over {devices} + activation checkpointing": sharded.total_checkpointed,
     }
-    fits = [name for name, b in options.items() if b <= capacity and trainable(name)]
+    fits = [name for name, b in options.items() if b <= capacity]
     return {
         "parameters": n, "tokens": tokens, "flops": flops, "wall_hours": seconds / 3600,
         "device_hours": device_hours, "money": device_hours * device["price_per_hour"],
@@ -293,15 +286,13 @@ def render(plan: dict, currency: str = "USD") -> str:
                                 f"{plan['config'].train.micro_batch} x {plan['config'].train.seq_len}"),
     ]
     for name, b in plan["memory_options"].items():
-        if not trainable(name):
-            verdict = "not supported by loom train yet" + (" (would fit)" if b <= plan["capacity_bytes"] else "")
-        else:
-            verdict = "fits" if b <= plan["capacity_bytes"] else "DOES NOT FIT"
+        verdict = "fits" if b <= plan["capacity_bytes"] else "DOES NOT FIT"
         rows.append((f"memory: {name}", f"{_gb(b)} per device: {verdict}"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if not plan["fits"]:
-        lines.append(f"WARNING: no layout loom train runs (replicated or sharded) fits in {dev['memory_gb']:g} GB "
+        lines.append(f"WARNING: no layout (replicated or sharded, with or without activation checkpointing) fits "
+                     f"in {dev['memory_gb']:g} GB "
                      "per device; lower train.micro_batch (raise train.batch_tokens' accumulation instead), use "
                      "more devices, or a smaller model")
     return "\n".join(lines)
@@ -330,8 +321,14 @@ def plan_run(cfg, device: str, devices: int, mfu: float, *, budget: float = 0.0,
         result = estimate(cfg, tokens, facts, devices, mfu)
     else:
         result = propose(cfg, facts, devices, mfu, money=budget, device_hours=device_hours, flops=flops)
-    if result["fits"] and "replicated" not in result["fits"]:
-        # only sharded fits: the config written for it shards over the devices
+    if result["fits"]:
+        # the config written takes the first layout that fits: replicated, sharded, then each
+        # with activation checkpointing
+        layout = result["fits"][0]
         result["config"] = copy.deepcopy(result["config"])
-        result["config"].parallel.dp_shard = devices
+        if layout.startswith("sharded"):
+            result["config"].parallel.dp_shard = devices
+        if "activation checkpointing" in layout:
+            result["config"].parallel.activation_checkpointing = "full"
+        result["layout"] = layout
     return result

@@ -48,7 +48,8 @@ def test_dp_shard_follows_one_process_and_its_checkpoint_resumes_on_one(tiny_roo
 @pytest.mark.parametrize("setting, message", [
     ("parallel.tp=2", "parallel.tp = 2: tensor parallel training is not supported by loom train yet"),
     ("parallel.dp_shard=0", "parallel.dp_shard must be positive"),
-    ('parallel.activation_checkpointing="full"', "is not supported by loom train yet"),
+    ('parallel.activation_checkpointing="selective"', "is not supported by loom train yet"),
+    ('parallel.activation_checkpointing="some"', "is not known; use none or full"),
 ])
 def test_parallel_settings_loom_cannot_run_are_refused_with_the_key(tmp_path, setting, message):
     with pytest.raises(ConfigError, match=message):
@@ -61,3 +62,35 @@ def test_a_shard_degree_the_world_size_cannot_hold_is_refused(tiny_root):
     assert mesh_shape(tiny_config(tiny_root, extra=["parallel.dp_shard=2"]).parallel, 4) == (2, 2)
     with pytest.raises(ConfigError, match="parallel.dp_shard = 2 does not divide the 3 process"):
         mesh_shape(tiny_config(tiny_root, extra=["parallel.dp_shard=2"]).parallel, 3)
+
+
+def test_activation_checkpointing_gives_the_same_losses(tiny_root):
+    plain = tiny_overrides(tiny_root, "ac-none", COMMON)
+    checkpointed = tiny_overrides(tiny_root, "ac-full", [*COMMON, 'parallel.activation_checkpointing="full"'])
+    run_loom([sys.executable, "-m", "loom", "train", *sets(plain)], tiny_root)
+    run_loom([sys.executable, "-m", "loom", "train", *sets(checkpointed)], tiny_root)
+    a, b = losses(tiny_root / "runs" / "ac-none"), losses(tiny_root / "runs" / "ac-full")
+    assert len(a) == len(b) == 20 and relative_gap(a, b) <= 1e-4
+
+
+def test_checkpointed_blocks_recompute_in_the_backward_pass():
+    # the same gradients, and the block's forward runs again during backward
+    import torch
+
+    from loom.model import GPT, ModelConfig
+    from loom.train.parallelize import checkpoint_activations
+
+    cfg = ModelConfig(n_layer=2, n_head=2, n_kv_head=2, d_model=32, vocab_size=64, max_seq_len=16)
+    torch.manual_seed(0)
+    plain, wrapped = GPT(cfg), GPT(cfg)
+    wrapped.load_state_dict(plain.state_dict())
+    checkpoint_activations(wrapped)
+    calls = []
+    wrapped.blocks[0].attn.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    x = torch.randint(0, 64, (2, 16))
+    plain(x, x).backward()
+    wrapped(x, x).backward()
+    assert len(calls) == 2  # the forward, and its recomputation in backward
+    assert sorted(wrapped.state_dict()) == sorted(plain.state_dict())
+    for (name, p), q in zip(plain.named_parameters(), wrapped.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name

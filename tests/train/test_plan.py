@@ -100,32 +100,32 @@ def test_cli_plans_writes_a_loadable_config_and_warns_when_it_cannot_fit(tmp_pat
     big = subprocess.run([sys.executable, "-m", "loom", "plan", "--config", "gpt2-124m", "--tokens", "1e9",
                           "--device", "l4", "--set", "train.micro_batch=512"], capture_output=True, text=True,
                          timeout=120)
-    assert big.returncode == 2 and "WARNING: no layout loom train runs (replicated or sharded) fits" in big.stdout
+    warning = "WARNING: no layout (replicated or sharded, with or without activation checkpointing) fits"
+    assert big.returncode == 2 and warning in big.stdout
     bad = subprocess.run([sys.executable, "-m", "loom", "plan", "--budget", "5", "--device", "tpu9"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "unknown device 'tpu9'" in bad.stderr
 
 
-def test_layouts_loom_train_cannot_run_never_count_as_fitting():
-    """gpt2-124m at micro-batch 32 on 8 L4s: only activation checkpointing would fit in 24 GB, and
-    loom train does not checkpoint activations yet: no fitting plan, exit 2, and those rows say
-    so rather than "fits". Sharding (FSDP2) is a layout loom trains, judged like replication."""
+def test_the_plan_takes_the_first_layout_that_fits_and_writes_it_into_the_config():
+    """gpt2-124m at micro-batch 32 on 8 L4s: only activation checkpointing fits in 24 GB, so the
+    plan fits with it and its config recomputes activations; on H100s every layout fits and the
+    plain replicated one is taken."""
     cfg = load_config("gpt2-124m", ["train.micro_batch=32"])
-    result = plan.estimate(cfg, 1e9, plan.device_facts("l4"), devices=8, mfu=0.4)
-    assert result["memory_options"]["replicated + activation checkpointing"] <= result["capacity_bytes"]
-    assert result["fits"] == []
+    result = plan.plan_run(cfg, "l4", 8, 0.4, tokens=1e9)
+    assert result["memory_options"]["replicated"] > result["capacity_bytes"]
+    assert result["fits"][0] == "replicated + activation checkpointing" == result["layout"]
+    assert result["config"].parallel.activation_checkpointing == "full"
+    assert result["config"].parallel.dp_shard == 1
     rows = {line.split("  ")[0]: line for line in plan.render(result).splitlines() if line.startswith("memory: ")}
-    for name in ("replicated + activation checkpointing", "sharded over 8 + activation checkpointing"):
-        assert rows[f"memory: {name}"].split(": ", 2)[2].startswith("not supported by loom train yet")
     assert rows["memory: replicated"].endswith("DOES NOT FIT")
-    assert rows["memory: sharded over 8"].endswith("DOES NOT FIT")
-    roomy = plan.estimate(cfg, 1e9, plan.device_facts("h100"), devices=8, mfu=0.4)
-    assert roomy["fits"] == ["replicated", "sharded over 8"]  # only the layouts loom runs count
+    assert rows["memory: replicated + activation checkpointing"].endswith("fits")
+    roomy = plan.plan_run(cfg, "h100", 8, 0.4, tokens=1e9)
+    assert roomy["layout"] == "replicated" and roomy["config"].parallel.activation_checkpointing == "none"
     cli = subprocess.run([sys.executable, "-m", "loom", "plan", "--config", "gpt2-124m", "--tokens", "1e9",
                           "--device", "l4", "--devices", "8", "--set", "train.micro_batch=32"],
                          capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 2, cli.stdout + cli.stderr
-    assert ": fits" not in cli.stdout and "not supported by loom train yet (would fit)" in cli.stdout
+    assert cli.returncode == 0, cli.stdout + cli.stderr
 
 
 def test_a_plan_that_fits_only_sharded_writes_a_sharded_config():
@@ -133,7 +133,8 @@ def test_a_plan_that_fits_only_sharded_writes_a_sharded_config():
     sizes = plan.estimate(cfg, 1e9, plan.device_facts("h100"), devices=8, mfu=0.4)["memory_options"]
     between = (sizes["sharded over 8"] + sizes["replicated"]) / 2 / 0.9 / 1e9  # GB: room for sharded only
     result = plan.plan_run(cfg, "h100", 8, 0.4, tokens=1e9, memory_gb=between)
-    assert result["fits"] == ["sharded over 8"] and result["config"].parallel.dp_shard == 8
+    assert result["fits"][0] == "sharded over 8" and "replicated" not in result["fits"]
+    assert result["config"].parallel.dp_shard == 8
     assert cfg.parallel.dp_shard == 1  # the caller's config is left alone
     replicated = plan.plan_run(cfg, "h100", 8, 0.4, tokens=1e9)
     assert "replicated" in replicated["fits"] and replicated["config"].parallel.dp_shard == 1
