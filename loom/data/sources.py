@@ -313,7 +313,6 @@ def validate_source(cfg: SourceConfig) -> None:
     if cfg.kind == "stdlib":
         return
     selection = _selection(cfg)
-    selection = _selection(cfg)
     path = os.path.expanduser(cfg.path)
     if not os.path.exists(path):
         where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"

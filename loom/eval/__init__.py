@@ -2,8 +2,9 @@
 lm-evaluation-harness adapter (`loom.eval.harness`, optional).
 
 Public surface: `LoomLM` (a trained model that scores and generates), `bits_per_byte`,
-`evaluate_run` / `compare_runs` (what `loom eval` runs), `resolve_suites`, and
-`decontamination_ngrams` (what `loom data build` uses to keep test items out of training data).
+`evaluate_run` / `compare_runs` (what `loom eval` runs), `resolve_suites`; and in
+`loom.eval.contamination`, `item_ngrams` (what `loom data build` is handed to keep test items out
+of training data).
 """
 
 from loom.eval.bpb import bits_per_byte

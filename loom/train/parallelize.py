@@ -103,13 +103,10 @@ def plan_for(p, info: distributed.DistInfo):
 def gradient_sync(model: torch.nn.Module, sync: bool):
     """A context for one micro-batch's backward: gradients are reduced across ranks only when
     `sync` (the last micro-batch of a step). DDP has `no_sync`; FSDP2 a switch."""
-    if sync or not hasattr(model, "no_sync") and not hasattr(model, "set_requires_gradient_sync"):
-        if hasattr(model, "set_requires_gradient_sync"):
-            model.set_requires_gradient_sync(True)
-        return contextlib.nullcontext()
-    if hasattr(model, "no_sync"):
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(sync)
+    elif not sync and hasattr(model, "no_sync"):  # DDP
         return model.no_sync()
-    model.set_requires_gradient_sync(False)
     return contextlib.nullcontext()
 
 
