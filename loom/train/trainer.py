@@ -150,14 +150,15 @@ class Checkpointer:
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and save a
-    checkpoint, so nothing done is lost; a second Ctrl-C stops at once."""
+    """Ctrl-C (SIGINT), SIGTERM or SIGUSR1 (what Slurm sends ahead of a job's time limit with
+    `--signal=USR1@<seconds>`) asks the loop to stop after the current step and save a checkpoint,
+    so nothing done is lost; a second Ctrl-C stops at once."""
 
     def __init__(self):
         self.requested = False
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
