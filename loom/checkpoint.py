@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from loom.errors import CheckpointError
 from loom.util import atomic_write_text, fsync_dir, fsync_file, sha256_file
@@ -257,6 +257,27 @@ def find_resumable(ckpt_root: Path) -> tuple[Path | None, list[str]]:
     return None, notes
 
 
+# Checkpoints written before the attention and SwiGLU projections were split (for tensor
+# parallelism) hold them fused: rows [keys; values] and [gate; up].
+_FUSED = {".kv_proj.weight": (".k_proj.weight", ".v_proj.weight"),
+          ".gate_up_proj.weight": (".gate_proj.weight", ".up_proj.weight")}
+
+
+def stored_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint's model.safetensors by parameter name: tied names (stored once,
+    named in the metadata) filled in, and fused projections of older checkpoints split."""
+    with safe_open(str(path), "pt") as f:
+        aliases = f.metadata() or {}
+    weights = load_file(path)
+    weights.update({other: weights[keep] for other, keep in aliases.items() if keep in weights})
+    for name in list(weights):
+        for fused, (first, second) in _FUSED.items():
+            if name.endswith(fused):
+                stem = name[: -len(fused)]
+                weights[stem + first], weights[stem + second] = weights.pop(name).chunk(2, dim=0)
+    return weights
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="cpu", sharded: bool = False) -> dict:
     """Loads weights (and optimizer and RNG states when an optimizer is given) from a verified
     checkpoint; returns its state.json with timing.json under "timing" (for a checkpoint older
@@ -268,15 +289,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
     if problem:
         raise CheckpointError(f"checkpoint {path} is not usable: {problem}")
     try:
+        weights = stored_weights(path / "model.safetensors")
         if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            result = set_model_state_dict(model, load_file(path / "model.safetensors"),
-                                          options=StateDictOptions(full_state_dict=True, strict=False))
-            missing, unexpected = result.missing_keys, result.unexpected_keys
+            result = set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
         else:
-            missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False,
-                                             device=str(device))
+            result = model.load_state_dict(weights, strict=False)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
     except RuntimeError as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}); the model config "
@@ -302,7 +322,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
 
             set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
         else:
-            optimizer.load_state_dict(optim)
+            try:
+                optimizer.load_state_dict(optim)
+            except ValueError as e:  # e.g. written before the projections were split: other parameters
+                raise CheckpointError(f"the optimizer state in {path} does not fit this model's parameters ({e}); "
+                                      "its weights still load for sampling and evaluation, but to train on "
+                                      "start a new run (run.name) from them") from None
         restore_rng_states(torch.load(path / "rng.pt", weights_only=False))
     return state
 

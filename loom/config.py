@@ -213,26 +213,36 @@ class BudgetConfig:
 
 @dataclass
 class ParallelConfig:
-    """How the model is split over the processes (loom.train.parallelize). The data-parallel
-    replicas are what remains: world size / (dp_shard * tp)."""
+    """How the model is split over the processes (loom.train.parallelize): a device mesh of
+    (dp_replicate, dp_shard, tp) whose product is the world size."""
 
+    dp_replicate: int = 0  # whole-model replicas (DDP, or HSDP with dp_shard); 0: what the world size leaves
     dp_shard: int = 1  # FSDP2: parameters, gradients and optimizer state sharded over this many ranks
-    tp: int = 1  # tensor parallel degree (not yet supported: 1)
-    # none, or full: each block's activations recomputed in the backward pass instead of kept
-    # (selective, per operation: not yet supported)
+    tp: int = 1  # tensor parallel: each block's projections split by head / hidden unit over this many ranks
+    # none; full: each block's activations recomputed in the backward pass instead of kept;
+    # selective: only the cheap element-wise work recomputed, matrix products' outputs kept
     activation_checkpointing: str = "none"
 
     def check(self, key: str = "parallel") -> None:
         require_positive(self, key, "dp_shard", "tp")
-        if self.tp != 1:
-            raise ConfigError(f"{key}.tp = {self.tp}: tensor parallel training is not supported by loom train "
-                              "yet; use parallel.dp_shard to shard the model, or leave tp at 1")
-        if self.activation_checkpointing == "selective":
-            raise ConfigError(f"{key}.activation_checkpointing = \"selective\" is not supported by loom train "
-                              "yet; use \"full\" or \"none\"")
-        if self.activation_checkpointing not in ("none", "full"):
+        require_non_negative(self, key, "dp_replicate")
+        if self.activation_checkpointing not in ("none", "full", "selective"):
             raise ConfigError(f"{key}.activation_checkpointing {self.activation_checkpointing!r} is not known; "
-                              "use none or full")
+                              "use none, full or selective")
+
+    def degrees(self, world_size: int) -> tuple[int, int, int]:
+        """(dp_replicate, dp_shard, tp) for `world_size` processes, refused with the fix when their
+        product cannot be the world size."""
+        fixed = self.dp_shard * self.tp
+        replicate = self.dp_replicate or world_size // fixed
+        if world_size % fixed or replicate * fixed != world_size:
+            asked = f"{self.dp_replicate} x " if self.dp_replicate else ""
+            raise ConfigError(
+                f"parallel: dp_replicate x dp_shard x tp ({asked}{self.dp_shard} x {self.tp}) must equal the "
+                f"{world_size} process(es) of this run; set the degrees so that their product is {world_size} "
+                f"(dp_replicate = 0 takes what the others leave), or start that many processes"
+            )
+        return replicate, self.dp_shard, self.tp
 
 
 @dataclass
@@ -342,6 +352,19 @@ class LoomConfig:
         if t.seq_len > m.max_seq_len:
             raise ConfigError(f"train.seq_len ({t.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); "
                               "raise the latter")
+        tp = self.parallel.tp
+        if tp > 1:
+            if m.moe.enabled:
+                raise ConfigError(f"parallel.tp = {tp} with an MoE model (model.moe.n_experts = {m.moe.n_experts}): "
+                                  "loom does not split experts across ranks yet; shard the MoE model with "
+                                  "parallel.dp_shard instead, or leave tp at 1")
+            for name, value in (("model.n_head", m.n_head), ("model.n_kv_head", m.n_kv_head),
+                                ("train.seq_len", t.seq_len),
+                                ("the MLP width (model.mlp_ratio x d_model)", m.mlp_hidden)):
+                if value % tp:
+                    raise ConfigError(f"{name} ({value}) must be divisible by parallel.tp ({tp}): tensor parallel "
+                                      "splits heads and hidden units, and sequence parallel splits the sequence, "
+                                      "evenly; pick a tp that divides it")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,33 +1,43 @@
 """How the model is spread over the processes, applied from outside it (`loom/model/` knows
-nothing of this), in the way of torchtitan's `parallelize_llama`.
+nothing of this), in the order of torchtitan's `parallelize_llama`: tensor parallel, then
+activation checkpointing, then compile, then FSDP.
 
-  - `data_parallel`: the default plan. `torch.compile` when `train.compile`, then DDP when there
-    is more than one process: every rank holds the whole model and optimizer.
-  - `fully_sharded` (`parallel.dp_shard` > 1): FSDP2, `torch.distributed.fsdp.fully_shard` on
-    every block and then on the root, over a device mesh of (replicate, shard) = (world size /
-    dp_shard, dp_shard): with one replica plain FSDP, with more HSDP. On CUDA the parameters
-    compute in bf16 with gradients reduced in fp32 (`MixedPrecisionPolicy`); on the CPU all is
-    fp32, and a sharded run's steps equal one process's up to float rounding.
+The processes form a device mesh (dp_replicate, dp_shard, tp) whose product is the world size
+(`ParallelConfig.degrees`); ranks are laid out row-major, so the `tp` ranks of one group are
+neighbours (on one node, where the fast links are) and read the same data.
 
-With `parallel.activation_checkpointing = "full"` every block's forward runs under
-`torch.utils.checkpoint` (non-reentrant): its activations are recomputed in the backward pass
-instead of kept, the parameter names unchanged. It is applied first, then compile, then FSDP, the
-order torchtitan's `parallelize_llama` uses.
+  - `data_parallel`: every degree but dp_replicate is 1. `torch.compile` when `train.compile`,
+    then DDP when there is more than one process: every rank holds the whole model and optimizer.
+  - tensor parallel (`parallel.tp` > 1, `tensor_parallel`): DTensor `parallelize_module` splits
+    each block's query, key, value, gate and up projections column-wise (by head, by hidden
+    unit) and its output and down projections row-wise, so that a block costs two collectives
+    forward; the norms run sequence parallel (each rank normalizes its share of the positions,
+    Korthikanti et al. 2022), the embedding is split by vocabulary row and the output head by
+    vocabulary column, their tie kept. The loss is computed on the gathered logits.
+  - FSDP2 (`parallel.dp_shard` > 1, or tp with data-parallel replicas): `fully_shard` on every
+    block and then on the root over the (dp_replicate, dp_shard) mesh: with one replica plain
+    FSDP, with more HSDP. On CUDA the parameters compute in bf16 with gradients reduced in fp32
+    (`MixedPrecisionPolicy`); on the CPU all is fp32, and a sharded run's steps equal one
+    process's up to float rounding.
 
-`plan_for(parallel_cfg, info, t)` picks the plan and refuses degrees the world size cannot hold
-with the key and the fix. A sharded model's checkpoints are gathered whole (`full_state`) and
-written in the one-file format, so that they resume at any layout. Tensor parallel and
-selective activation checkpointing are refused by the config until they are implemented.
+`parallel.activation_checkpointing`: "full" runs every block's forward under
+`torch.utils.checkpoint` (non-reentrant), its activations recomputed in the backward pass;
+"selective" keeps the outputs of the matrix products and attention and recomputes only the
+cheap element-wise work between them (norms, rotary embedding, SiLU, products), torchtitan's
+op-level policy. Parameter names are unchanged by all of it, so checkpoints move between layouts.
+
+MoE models train under dp_shard; their experts are not split across ranks (no expert parallel
+yet) and `tp` with MoE is refused by the config.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from loom.errors import ConfigError
 from loom.model import GPT
 from loom.train import distributed
 
@@ -41,63 +51,112 @@ def data_parallel(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
     return train_model
 
 
-def mesh_shape(p, world_size: int) -> tuple[int, int]:
-    """(data-parallel replicas, shards per replica) for `p` (the [parallel] section)."""
-    if world_size % p.dp_shard:
-        raise ConfigError(f"parallel.dp_shard = {p.dp_shard} does not divide the {world_size} process(es) of this "
-                          f"run; set it to a divisor of the world size (e.g. {world_size}) or start "
-                          f"{p.dp_shard} processes per replica")
-    return world_size // p.dp_shard, p.dp_shard
+def data_coordinates(p, world_size: int, rank: int) -> tuple[int, int]:
+    """(this rank's place among the data-parallel groups, how many there are): the ranks of one
+    tensor-parallel group read the same batches."""
+    _, _, tp = p.degrees(world_size)
+    return rank // tp, world_size // tp
 
 
-def fully_sharded(p):
-    """The FSDP2 plan for the [parallel] section `p`."""
+def tensor_parallel(model: GPT, tp_mesh) -> None:
+    """Splits `model` over `tp_mesh` in place (Megatron-style column/row pairs, sequence parallel norms)."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
 
-    def plan(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    tied = model.head.weight is model.tok_emb.weight
+    parallelize_module(model, tp_mesh, {
+        "tok_emb": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
+        "final_norm": SequenceParallel(),
+        "head": ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()),
+    })
+    if tied:  # both are split by vocabulary row (Shard(0)), so one parameter still serves both
+        model.head.weight = model.tok_emb.weight
+    for block in model.blocks:
+        parallelize_module(block, tp_mesh, {
+            "attn_norm": SequenceParallel(),
+            # x arrives split by position; attention needs every position (rope tables, cache: as given)
+            "attn": PrepareModuleInput(input_layouts=(Shard(1), None, None, None),
+                                       desired_input_layouts=(Replicate(), None, None, None)),
+            "attn.q_proj": ColwiseParallel(),
+            "attn.k_proj": ColwiseParallel(),
+            "attn.v_proj": ColwiseParallel(),
+            "attn.out_proj": RowwiseParallel(output_layouts=Shard(1)),
+            "mlp_norm": SequenceParallel(),
+            "mlp": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+            "mlp.gate_proj": ColwiseParallel(),
+            "mlp.up_proj": ColwiseParallel(),
+            "mlp.down_proj": RowwiseParallel(output_layouts=Shard(1)),
+        })
 
-        replicas, shards = mesh_shape(p, info.world_size)
-        mesh = init_device_mesh(info.device.type, (replicas, shards), mesh_dim_names=("dp_replicate", "dp_shard"))
-        policy = MixedPrecisionPolicy()
-        if info.device.type == "cuda" and t.dtype != "float32":
-            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for block in model.blocks:
-            if t.compile:
-                block.compile()
-            fully_shard(block, mesh=mesh, mp_policy=policy)
-        fully_shard(model, mesh=mesh, mp_policy=policy)
-        return model
 
-    return plan
+def _kept_in_selective(ctx, op, *args, **kwargs):
+    """The selective policy: keep what matrix products and attention computed, recompute the rest."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    aten = torch.ops.aten
+    kept = {aten.mm.default, aten.addmm.default, aten.bmm.default,
+            aten._scaled_dot_product_flash_attention.default,
+            aten._scaled_dot_product_efficient_attention.default,
+            aten._scaled_dot_product_flash_attention_for_cpu.default}
+    return CheckpointPolicy.MUST_SAVE if op in kept else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def checkpoint_activations(model: GPT) -> None:
-    """Each block recomputes its activations in the backward pass (`torch.utils.checkpoint`)."""
-    from torch.utils.checkpoint import checkpoint
+def checkpoint_activations(model: GPT, mode: str = "full") -> None:
+    """Each block recomputes its activations in the backward pass (`torch.utils.checkpoint`):
+    all of them ("full"), or all but the matrix products' and attention's outputs ("selective")."""
+    from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
+    options = {}
+    if mode == "selective":
+        options["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _kept_in_selective)
     for block in model.blocks:
         forward = block.forward
 
         def recomputed(*args, _forward=forward, **kwargs):
-            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+            return checkpoint(_forward, *args, use_reentrant=False, **options, **kwargs)
 
         block.forward = recomputed
 
 
 def plan_for(p, info: distributed.DistInfo):
-    """The parallelism plan for `p` (the [parallel] section) on this run's processes."""
-    if p.dp_shard > 1:
-        mesh_shape(p, info.world_size)  # refused here, before the model is built
-    plan = data_parallel if p.dp_shard == 1 else fully_sharded(p)
-    if p.activation_checkpointing == "none":
-        return plan
+    """The parallelism plan for `p` (the [parallel] section) on this run's processes; degrees the
+    world size cannot hold are refused here, before the model is built."""
+    replicas, shards, tp = p.degrees(info.world_size)
 
-    def checkpointed(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
-        checkpoint_activations(model)
-        return plan(model, info, t)
+    def plan(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
+        if shards == tp == 1:
+            if p.activation_checkpointing != "none":
+                checkpoint_activations(model, p.activation_checkpointing)
+            return data_parallel(model, info, t)
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    return checkpointed
+        mesh = init_device_mesh(info.device.type, (replicas, shards, tp),
+                                mesh_dim_names=("dp_replicate", "dp_shard", "tp"))
+        if tp > 1:
+            tensor_parallel(model, mesh["tp"])
+        if p.activation_checkpointing != "none":
+            checkpoint_activations(model, p.activation_checkpointing)
+        if t.compile:
+            for block in model.blocks:
+                block.compile()
+        if replicas * shards > 1:
+            policy = MixedPrecisionPolicy()
+            if info.device.type == "cuda" and t.dtype != "float32":
+                policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            dp_mesh = mesh["dp_replicate", "dp_shard"]
+            for block in model.blocks:
+                fully_shard(block, mesh=dp_mesh, mp_policy=policy)
+            fully_shard(model, mesh=dp_mesh, mp_policy=policy)
+        return model
+
+    return plan
 
 
 def gradient_sync(model: torch.nn.Module, sync: bool):

@@ -1,11 +1,11 @@
 """The training loop: `Trainer.train()`, and `train(cfg)` that runs it in this process.
 
 One optimizer step: `accum` micro-batches per process, each forward/backward under bf16
-autocast on CUDA (fp32 elsewhere), gradients averaged across processes by DDP on the last
-micro-batch only, the global gradient norm clipped, AdamW stepped at the scheduled learning
-rate (`loom.train.optim`). Validation loss is measured at the start, every `eval_every` steps
-and at the end; a checkpoint is saved every `ckpt_every` steps, at the end and when the run
-stops early; rank 0 writes the run directory.
+autocast on CUDA (fp32 elsewhere), gradients averaged across processes (DDP or FSDP2, as
+`[parallel]` plans: `loom.train.parallelize`) on the last micro-batch only, the global
+gradient norm clipped, AdamW stepped at the scheduled learning rate (`loom.train.optim`).
+Validation loss is measured at the start, every `eval_every` steps and at the end; a checkpoint
+is saved every `ckpt_every` steps, at the end and when the run stops early; rank 0 writes the run directory.
 
 `Trainer.train` only sequences calls: `train_step`, then the guards (`loom.train.health`), the
 optimizer step, the step's log, the stop policy and the checkpointer, each asked whether it is
@@ -55,7 +55,7 @@ from loom.train import distributed
 from loom.train.cost import CostMeter, budget_exceeded
 from loom.train.health import HANG_EXIT_CODE, FaultInjector, Guards, Heartbeat, Watchdog, stragglers
 from loom.train.optim import autocast_context, lr_at, make_optimizer, moe_step
-from loom.train.parallelize import full_state, gradient_sync, is_sharded, plan_for
+from loom.train.parallelize import data_coordinates, full_state, gradient_sync, is_sharded, plan_for
 from loom.train.report import RunLog, first_logged_val_loss, read_jsonl, recorded_summary, run_summary, write_report
 from loom.util import atomic_write_text, remove_leftovers
 
@@ -99,8 +99,9 @@ class Validator:
     `eval_batches` micro-batches per process of a fresh validation loader (the same windows every
     time)."""
 
-    def __init__(self, t, data, info: distributed.DistInfo):
+    def __init__(self, t, data, info: distributed.DistInfo, data_rank: int, data_ranks: int):
         self.t, self.data, self.info = t, data, info
+        self.data_rank, self.data_ranks = data_rank, data_ranks
         self.first = self.last = None
 
     def due(self, step: int) -> bool:
@@ -108,7 +109,7 @@ class Validator:
 
     @torch.no_grad()
     def run(self, model: torch.nn.Module) -> float:
-        loader = self.data.val_batches(self.info.rank, self.info.world_size)
+        loader = self.data.val_batches(self.data_rank, self.data_ranks)
         batches = min(self.t.eval_batches, loader.batches_per_epoch)
         device = self.info.device
         was_training = model.training
@@ -283,12 +284,14 @@ class Trainer:
         self.run_dir, t = cfg.run_dir, cfg.train
         self.data = data or ShardData(cfg)
         self.loss, self.parallelize = loss, parallelize or plan_for(cfg.parallel, info)
-        per_step = t.micro_batch * t.seq_len * info.world_size
+        # the ranks of one tensor-parallel group read the same batches: one data rank among data_ranks
+        self.data_rank, self.data_ranks = data_coordinates(cfg.parallel, info.world_size, info.rank)
+        per_step = t.micro_batch * t.seq_len * self.data_ranks
         self.batch_tokens = t.batch_tokens or per_step
         if self.batch_tokens % per_step:
             raise ConfigError(
-                f"train.batch_tokens ({self.batch_tokens}) is not a multiple of micro_batch * seq_len * processes "
-                f"({t.micro_batch} * {t.seq_len} * {info.world_size} = {per_step})"
+                f"train.batch_tokens ({self.batch_tokens}) is not a multiple of micro_batch * seq_len * data-parallel "
+                f"ranks ({t.micro_batch} * {t.seq_len} * {self.data_ranks} = {per_step})"
             )
         self.accum = self.batch_tokens // per_step
 
@@ -316,11 +319,11 @@ class Trainer:
         self.train_model: torch.nn.Module = self.parallelize(self.model, info, t)
         self.sharded = is_sharded(self.model)
         self.optimizer = make_optimizer(self.model, t, self.device)
-        self.batches = self.data.train_batches(info.rank, info.world_size)
+        self.batches = self.data.train_batches(self.data_rank, self.data_ranks)
         self.meter = CostMeter(cfg.cost, t.dtype, self.device, info.world_size, self.flops_per_token)
         self.guards = Guards(cfg.health)
         self.faults = FaultInjector(cfg.faults, info.rank)
-        self.validator = Validator(t, self.data, info)
+        self.validator = Validator(t, self.data, info, self.data_rank, self.data_ranks)
         self.checkpointer = Checkpointer(ckpt_root, t, cfg.faults.checkpoint_delay_s, info)  # a fault drill's delay
         self.stop = StopPolicy(cfg.budget, self.meter, stop)
         self.throughput = ThroughputLog(t, cfg.health, self.meter, self.log, info)
@@ -478,10 +481,10 @@ class Trainer:
     # --- start and end ----------------------------------------------------------------------
 
     def begin(self) -> None:
-        t, info = self.t, self.info
+        t = self.t
         self.log.say(f"[loom] {self.run_dir}: {self.n_params / 1e6:.2f}M parameters, "
                      f"{self.flops_per_token / 1e6:.1f} MFLOP/token, {self.batch_tokens:,} tokens/step "
-                     f"({info.world_size} process(es) x {self.accum} micro-batch(es) x {t.micro_batch} x "
+                     f"({self.data_ranks} data-parallel rank(s) x {self.accum} micro-batch(es) x {t.micro_batch} x "
                      f"{t.seq_len}), {t.steps} steps on {self.device}; MFU against the "
                      f"{self.meter.peak_source} ({self.meter.peak / 1e12:.3g} TFLOP/s)")
         self.watchdog.start()

@@ -37,7 +37,7 @@ def test_gqa_shapes(n_head, n_kv_head):
     attn = model.blocks[0].attn
     head_dim = 64 // n_head
     assert attn.q_proj.weight.shape == (n_head * head_dim, 64)
-    assert attn.kv_proj.weight.shape == (2 * n_kv_head * head_dim, 64)
+    assert attn.k_proj.weight.shape == attn.v_proj.weight.shape == (n_kv_head * head_dim, 64)
     cache = KVCache(model.cfg, 3, 16, "cpu", torch.float32)
     assert cache.k.shape == (2, 3, n_kv_head, 16, head_dim)
     with torch.no_grad():
@@ -56,8 +56,8 @@ def test_gqa_equals_attention_with_repeated_kv_heads():
     with torch.no_grad():
         out = attn(x, cos, sin)
         q = attn.q_proj(x).view(1, 7, 4, 16).transpose(1, 2)
-        k, v = attn.kv_proj(x).view(1, 7, 2, 2, 16).unbind(2)
-        k, v = k.transpose(1, 2).repeat_interleave(2, dim=1), v.transpose(1, 2).repeat_interleave(2, dim=1)
+        k = attn.k_proj(x).view(1, 7, 2, 16).transpose(1, 2).repeat_interleave(2, dim=1)
+        v = attn.v_proj(x).view(1, 7, 2, 16).transpose(1, 2).repeat_interleave(2, dim=1)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(16)
         scores = scores.masked_fill(torch.ones(7, 7).triu(1).bool(), float("-inf"))

@@ -32,7 +32,7 @@ def test_two_ranks_follow_one_process_with_same_global_batch(tiny_root):
     run_loom([sys.executable, "-m", "loom", "train", *sets(single)], tiny_root)
     out = run_loom([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     "-m", "loom", "train", *sets(ddp)], tiny_root)
-    assert "2 process(es) x 1 micro-batch(es)" in out.stderr
+    assert "2 data-parallel rank(s) x 1 micro-batch(es)" in out.stderr
 
     a, b = losses(tiny_root / "runs" / "single"), losses(tiny_root / "runs" / "ddp")
     assert len(a) == len(b) == 20
