@@ -13,6 +13,14 @@ Everything but timing.json depends only on the config, the data and the seed: tw
 on a CPU write the same bytes, and their MANIFESTs differ only in timing.json's line. A
 checkpoint written before timing.json existed keeps those figures in state.json; it still loads.
 
+A sharded run (FSDP2 or tensor parallel) writes instead, with `torch.distributed.checkpoint`
+(DCP), `shards/`: every rank its own pieces of the weights and optimizer state
+(`__<rank>_0.distcp`, keys `model.*` and `optim.*`) and rank 0 the `.metadata` that says where
+each piece of each tensor lies, beside rng.pt, state.json and timing.json; the MANIFEST lists
+every file. DCP reshards on load, so such a checkpoint resumes
+at any layout, one process included, and `load_trained_model` reads it in one process without
+any process group. `consolidate` writes its weights as one model.safetensors.
+
 It is written into a temporary directory, every file and the directory fsynced, then renamed
 into place, and only then is `checkpoints/latest` (a one-line text file naming it) replaced.
 A crash at any moment leaves either the old or the new checkpoint complete, never a half one.
@@ -26,6 +34,7 @@ import random
 import shutil
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +48,7 @@ from loom.util import atomic_write_text, fsync_dir, fsync_file, sha256_file
 LATEST = "latest"
 FILES = ("model.safetensors", "optim.pt", "rng.pt", "state.json")
 TIMING = "timing.json"  # optional: older checkpoints have none
+SHARDED_FILES = ("shards/.metadata", "rng.pt", "state.json")  # and each rank's pieces in shards/
 
 
 def checkpoint_name(step: int) -> str:
@@ -72,19 +82,14 @@ def _cpu_copy(obj, clone: bool):
     return obj
 
 
-def _model_tensors(model: torch.nn.Module, clone: bool, state: dict | None = None) -> tuple[dict, dict]:
+def _model_tensors(model: torch.nn.Module, clone: bool) -> tuple[dict, dict]:
     """The weights to store, with tied (shared) tensors stored once under the first of their
     names in sorted order, and metadata naming the others: the layout `safetensors.torch.
-    save_model` writes and `load_model` reads. `state`: the full state dict, where the model's
-    own holds only this process's shards (gathered by the caller on every rank)."""
+    save_model` writes and `load_model` reads."""
+    state = model.state_dict()
     by_storage: dict[tuple, list[str]] = {}
-    if state is None:
-        state = model.state_dict()
-        for name, tensor in state.items():
-            by_storage.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append(name)
-    else:  # gathered copies share no storage: which names are one tensor, the model itself says
-        for name, tensor in model.state_dict(keep_vars=True).items():
-            by_storage.setdefault((id(tensor),), []).append(name)
+    for name, tensor in state.items():
+        by_storage.setdefault((tensor.device, tensor.untyped_storage().data_ptr()), []).append(name)
     tensors, metadata = {}, {}
     for names in by_storage.values():
         keep, *others = sorted(names)
@@ -108,15 +113,11 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict, timing: dict | None = None,
-             full_state: tuple[dict, dict] | None = None) -> None:
-        """`state` must depend only on what was computed; wall-clock figures go in `timing`.
-        `full_state`: (model, optimizer) state dicts gathered whole from a sharded model
-        (`loom.train.parallelize.full_state`); the optimizer's is then keyed by parameter name."""
+    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict, timing: dict | None = None) -> None:
+        """`state` must depend only on what was computed; wall-clock figures go in `timing`."""
         self.wait()
-        model_state, optim_state = full_state or (None, optimizer.state_dict())
-        tensors, metadata = _model_tensors(model, clone=self.background, state=model_state)
-        optim = _cpu_copy(optim_state, clone=self.background)
+        tensors, metadata = _model_tensors(model, clone=self.background)
+        optim = _cpu_copy(optimizer.state_dict(), clone=self.background)
         rng = rng_states()
         if not self.background:
             self._write(step, tensors, metadata, optim, rng, state, timing)
@@ -144,13 +145,95 @@ class CheckpointWriter:
         try:
             path = _write_checkpoint(self.ckpt_root, step, tensors, metadata, optim, rng, state, timing, self.delay_s)
         except (OSError, RuntimeError, SafetensorError) as e:  # safetensors and torch.save wrap I/O errors
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-            raise CheckpointError(
-                f"could not write checkpoint step {step} under {self.ckpt_root}: {reason}; the previous "
-                "checkpoint is intact. Free space or fix permissions there, then run the same command to resume"
-            ) from None
+            raise _write_error(step, self.ckpt_root, e) from None
         prune_checkpoints(self.ckpt_root, self.keep_last, self.keep_every)
         return path
+
+
+class ShardedCheckpointWriter:
+    """Saves the checkpoints of a sharded run: every rank calls `save` together. DCP writes each
+    rank's pieces into `shards/` of one temporary directory; then rank 0 adds rng.pt,
+    state.json and timing.json, seals it (MANIFEST, rename, `latest`) and prunes, as
+    `CheckpointWriter` does. With `background`, `dcp.async_save` copies the shards to CPU memory
+    and writes them in a thread (its collectives on a gloo group of their own), so the loop goes
+    on while they are written; the checkpoint is sealed at the next save or at `wait()`.
+
+    The run directory must be one filesystem that every rank sees (shared storage across nodes)."""
+
+    def __init__(self, ckpt_root: Path, keep_last: int = 3, keep_every: int = 0, background: bool = False,
+                 delay_s: float = 0.0):
+        import torch.distributed as dist
+
+        self.ckpt_root = Path(ckpt_root)
+        self.keep_last, self.keep_every, self.delay_s = keep_last, keep_every, delay_s
+        self.is_main = dist.get_rank() == 0
+        owner = [os.getpid()]
+        dist.broadcast_object_list(owner, src=0)  # temporaries are named for rank 0, who tidies them
+        self.owner = owner[0]
+        self.group = dist.new_group(backend="gloo") if background else None
+        self._pending: tuple | None = None
+
+    def save(self, step: int, model: torch.nn.Module, optimizer, state: dict, timing: dict | None = None) -> None:
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        self.wait()
+        model_state, optim_state = get_state_dict(model, optimizer)
+        tmp = self.ckpt_root / f".tmp_{checkpoint_name(step)}_{self.owner}"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        both = {"model": model_state, "optim": optim_state}  # one save: two at once would share the group
+        try:
+            if self.group is None:
+                dcp.save(both, checkpoint_id=tmp / "shards")
+                future = None
+            else:
+                future = dcp.async_save(both, checkpoint_id=tmp / "shards", process_group=self.group)
+        except (OSError, RuntimeError) as e:
+            raise _write_error(step, self.ckpt_root, e) from None
+        self._pending = (future, tmp, step, rng_states(), state, timing)
+        if self.group is None:
+            self.wait()
+
+    def wait(self) -> None:
+        """Until the save in progress is sealed (a collective: every rank calls it)."""
+        import torch.distributed as dist
+
+        if self._pending is None:
+            return
+        future, tmp, step, rng, state, timing = self._pending
+        self._pending = None
+        try:
+            if future is not None:
+                future.result()
+        except (OSError, RuntimeError) as e:
+            raise _write_error(step, self.ckpt_root, e) from None
+        dist.barrier()  # every rank's shards are on disk
+        if self.is_main:
+            try:
+                torch.save(rng, tmp / "rng.pt")
+                (tmp / "state.json").write_text(_json({**state, "step": step}))
+                (tmp / TIMING).write_text(_json({**(timing or {}), "saved_at": round(time.time(), 3)}))
+                for name in ("rng.pt", "state.json", TIMING):
+                    fsync_file(tmp / name)
+                    if self.delay_s:
+                        time.sleep(self.delay_s)
+                _seal(tmp, self.ckpt_root / checkpoint_name(step))
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise _write_error(step, self.ckpt_root, e) from None
+            prune_checkpoints(self.ckpt_root, self.keep_last, self.keep_every)
+        dist.barrier()
+
+
+def _write_error(step: int, ckpt_root: Path, e: Exception) -> CheckpointError:
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+    return CheckpointError(f"could not write checkpoint step {step} under {ckpt_root}: {reason}; the previous "
+                           "checkpoint is intact. Free space or fix permissions there, then run the same command "
+                           "to resume")
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, optimizer, state: dict,
@@ -180,25 +263,32 @@ def _write_checkpoint(ckpt_root: Path, step: int, tensors: dict, metadata: dict,
             "state.json": lambda p: p.write_text(_json({**state, "step": step})),
             TIMING: lambda p: p.write_text(_json({**(timing or {}), "saved_at": round(time.time(), 3)})),
         }
-        lines = []
         for name in (*FILES, TIMING):
             writers[name](tmp / name)
             fsync_file(tmp / name)
-            lines.append(f"{sha256_file(tmp / name)}  {name}\n")
             if delay_s:
                 time.sleep(delay_s)
-        (tmp / "MANIFEST").write_text("".join(lines))
-        fsync_file(tmp / "MANIFEST")
-        fsync_dir(tmp)
-        if final.exists():  # a stale copy of the same step (e.g. from before a rollback)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync_dir(ckpt_root)
-        atomic_write_text(ckpt_root / LATEST, final.name + "\n")
+        _seal(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _seal(tmp: Path, final: Path) -> None:
+    """Lists every file under `tmp` (all fsynced already) with its sha256 in a MANIFEST, renames
+    `tmp` to `final` and points `latest` at it."""
+    names = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    (tmp / "MANIFEST").write_text("".join(f"{sha256_file(tmp / name)}  {name}\n" for name in names))
+    fsync_file(tmp / "MANIFEST")
+    for directory in {(tmp / name).parent for name in names}:
+        fsync_dir(directory)
+    fsync_dir(tmp)
+    if final.exists():  # a stale copy of the same step (e.g. from before a rollback)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    atomic_write_text(final.parent / LATEST, final.name + "\n")
 
 
 def prune_checkpoints(ckpt_root: Path, keep_last: int, keep_every: int = 0) -> list[str]:
@@ -226,14 +316,20 @@ def verify_checkpoint(path: Path) -> str | None:
     for line in manifest.read_text().splitlines():
         digest, _, name = line.partition("  ")
         expected[name] = digest
-    for name in (*FILES, *([TIMING] if TIMING in expected else [])):
+    required = FILES if "model.safetensors" in expected or not is_sharded_checkpoint(path) else SHARDED_FILES
+    for name in required:
         if name not in expected:
             return f"{name} not listed in MANIFEST"
+    for name in expected:
         if not (Path(path) / name).is_file():
             return f"{name} missing"
         if sha256_file(Path(path) / name) != expected[name]:
             return f"{name} does not match its sha256 in MANIFEST (corrupt)"
     return None
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    return (Path(path) / "shards" / ".metadata").is_file()
 
 
 def find_resumable(ckpt_root: Path) -> tuple[Path | None, list[str]]:
@@ -280,14 +376,16 @@ def stored_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="cpu", sharded: bool = False) -> dict:
     """Loads weights (and optimizer and RNG states when an optimizer is given) from a verified
-    checkpoint; returns its state.json with timing.json under "timing" (for a checkpoint older
-    than timing.json, the same figures taken from its state.json). `sharded`: the model's
-    parameters are sharded (FSDP2): every process reads the whole file and keeps its shards, so
-    a checkpoint resumes at any layout."""
+    checkpoint, one-file or sharded, into `model` at its present layout; returns its state.json
+    with timing.json under "timing" (for a checkpoint older than timing.json, the same figures
+    taken from its state.json). `sharded`: the model's parameters are DTensors (FSDP2, tensor
+    parallel); a one-file checkpoint is then read whole by every process, which keeps its pieces."""
     path = Path(path)
     problem = verify_checkpoint(path)
     if problem:
         raise CheckpointError(f"checkpoint {path} is not usable: {problem}")
+    if is_sharded_checkpoint(path):
+        return _load_sharded(path, model, optimizer)
     try:
         weights = stored_weights(path / "model.safetensors")
         if sharded:
@@ -308,16 +406,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
             f"unexpected {sorted(unexpected)[:3]}); "
             "start a new run (run.name) or restore the config it was trained with"
         )
-    state = json.loads((path / "state.json").read_text())
-    if (path / TIMING).is_file():
-        state["timing"] = json.loads((path / TIMING).read_text())
-    else:
-        state["timing"] = {"train_seconds": state.pop("train_seconds", 0.0), "cost": state.pop("cost", {})}
     if optimizer is not None:
         optim = torch.load(path / "optim.pt", map_location="cpu" if sharded else device, weights_only=True)
         named = any(isinstance(k, str) for g in optim["param_groups"] for k in g["params"])
         if sharded or named:
-            # keyed by parameter name: written whole from a sharded run, loadable at any layout
+            # keyed by parameter name (written whole by a sharded run of an earlier loom): any layout
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(model, optimizer, optim, options=StateDictOptions(full_state_dict=True))
@@ -329,16 +422,89 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
                                       "its weights still load for sampling and evaluation, but to train on "
                                       "start a new run (run.name) from them") from None
         restore_rng_states(torch.load(path / "rng.pt", weights_only=False))
+    return _recorded_state(path)
+
+
+def _load_sharded(path: Path, model: torch.nn.Module, optimizer) -> dict:
+    """A DCP checkpoint into `model` (and `optimizer`) at whatever layout they have now: DCP reads
+    the pieces of each tensor this rank holds. Without a process group, one process reads all."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if optimizer is None:  # the weights only: DCP reads just the keys asked for
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        wanted = {"model": get_model_state_dict(model)}
+        _dcp_load(path, wanted, dcp)
+        set_model_state_dict(model, wanted["model"])
+        return _recorded_state(path)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    both = {"model": model_state, "optim": optim_state}
+    _dcp_load(path, both, dcp)
+    set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
+    restore_rng_states(torch.load(path / "rng.pt", weights_only=False))
+    return _recorded_state(path)
+
+
+def _dcp_load(path: Path, state: dict, dcp) -> None:
+    import torch.distributed as dist
+
+    alone = not (dist.is_available() and dist.is_initialized())
+    try:
+        with warnings.catch_warnings():  # one process reading all of it is what is meant here
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=path / "shards", no_dist=alone)
+    except Exception as e:  # DCP wraps every rank's failure in one CheckpointException
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model ({first[:300]}); the model config changed "
+            "since it was saved: restore the config or start a new run (run.name)"
+        ) from None
+
+
+def _recorded_state(path: Path) -> dict:
+    """state.json, with timing.json under "timing" (for a checkpoint older than timing.json, the
+    same figures taken from its state.json)."""
+    state = json.loads((path / "state.json").read_text())
+    if (path / TIMING).is_file():
+        state["timing"] = json.loads((path / TIMING).read_text())
+    else:
+        state["timing"] = {"train_seconds": state.pop("train_seconds", 0.0), "cost": state.pop("cost", {})}
     return state
+
+
+def consolidate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[Path, int]:
+    """The weights of a run's newest valid checkpoint (sharded or not) as one safetensors file,
+    tied tensors stored once, written atomically (default `<run>/model.safetensors`): what
+    `loom consolidate` writes for other tools. Returns (the file, the checkpoint's step)."""
+    model, _, path = _newest_model(Path(run_dir), "cpu")
+    tensors, metadata = _model_tensors(model, clone=False)
+    out = Path(out) if out else Path(run_dir) / "model.safetensors"
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata or None)
+        fsync_file(tmp)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out, json.loads((path / "state.json").read_text())["step"]
 
 
 def load_trained_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, config) from a run directory's newest valid checkpoint."""
-    from loom.config import load_config
-    from loom.model import GPT
     from loom.tokenizer import Tokenizer
 
     run_dir = Path(run_dir)
+    model, cfg, _ = _newest_model(run_dir, device)
+    return model, Tokenizer.from_file(run_dir / "tokenizer.json"), cfg
+
+
+def _newest_model(run_dir: Path, device):
+    """(model in eval mode, config, checkpoint) of a run's newest valid checkpoint."""
+    from loom.config import load_config
+    from loom.model import GPT
+
     if not (run_dir / "config.toml").is_file():
         raise CheckpointError(f"{run_dir} is not a loom run (no config.toml); train one with `loom train`")
     cfg = load_config(run_dir / "config.toml")
@@ -348,5 +514,4 @@ def load_trained_model(run_dir: str | os.PathLike, device: str | torch.device = 
         raise CheckpointError(f"{run_dir} has no complete checkpoint yet{detail}")
     model = GPT(cfg.model)
     load_checkpoint(path, model, device=device)
-    model.to(device).eval()
-    return model, Tokenizer.from_file(run_dir / "tokenizer.json"), cfg
+    return model.to(device).eval(), cfg, path

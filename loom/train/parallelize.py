@@ -173,16 +173,3 @@ def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(param, DTensor) for param in model.parameters())
-
-
-def full_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
-    """The model's and optimizer's state gathered whole on rank 0 (on CPU; empty elsewhere), the
-    optimizer's keyed by parameter name. A collective: every rank calls it."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_optimizer_state_dict,
-    )
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)

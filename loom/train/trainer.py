@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loom.checkpoint import CheckpointWriter, find_resumable, load_checkpoint
+from loom.checkpoint import CheckpointWriter, ShardedCheckpointWriter, find_resumable, load_checkpoint
 from loom.config import LoomConfig
 from loom.data import ShardLoader, read_manifest, shard_dir, tokenizer_path
 from loom.errors import ConfigError, DataError
@@ -55,7 +55,7 @@ from loom.train import distributed
 from loom.train.cost import CostMeter, budget_exceeded
 from loom.train.health import HANG_EXIT_CODE, FaultInjector, Guards, Heartbeat, Watchdog, stragglers
 from loom.train.optim import autocast_context, lr_at, make_optimizer, moe_step
-from loom.train.parallelize import data_coordinates, full_state, gradient_sync, is_sharded, plan_for
+from loom.train.parallelize import data_coordinates, gradient_sync, is_sharded, plan_for
 from loom.train.report import RunLog, first_logged_val_loss, read_jsonl, recorded_summary, run_summary, write_report
 from loom.util import atomic_write_text, remove_leftovers
 
@@ -126,24 +126,29 @@ class Validator:
 
 
 class Checkpointer:
-    """Checkpoints every `ckpt_every` steps, at the last step and when the run stops early,
-    written by rank 0 (in the background with `async_checkpoint`) while the others wait."""
+    """Checkpoints every `ckpt_every` steps, at the last step and when the run stops early
+    (in the background with `async_checkpoint`): written whole by rank 0 while the others wait,
+    or, for a sharded model, by every rank its own shards (`ShardedCheckpointWriter`)."""
 
-    def __init__(self, root: Path, t, delay_s: float, info: distributed.DistInfo):
-        self.root, self.t, self.info = root, t, info
-        self.writer = CheckpointWriter(root, t.keep_last, t.keep_every, t.async_checkpoint, delay_s)
+    def __init__(self, root: Path, t, delay_s: float, info: distributed.DistInfo, sharded: bool):
+        self.root, self.t, self.info, self.sharded = root, t, info, sharded
+        if sharded:  # on CUDA always in the background: the GPU does not wait for the disk
+            background = t.async_checkpoint or info.device.type == "cuda"
+            self.writer = ShardedCheckpointWriter(root, t.keep_last, t.keep_every, background, delay_s)
+        else:
+            self.writer = CheckpointWriter(root, t.keep_last, t.keep_every, t.async_checkpoint, delay_s)
 
     def due(self, step: int, stopping: str | None) -> bool:
         return step % self.t.ckpt_every == 0 or step == self.t.steps or stopping is not None
 
-    def save(self, step: int, model, optimizer, state: dict, timing: dict, full_state=None) -> None:
-        if self.info.is_main:
-            self.writer.save(step, model, optimizer, state, timing, full_state)
+    def save(self, step: int, model, optimizer, state: dict, timing: dict) -> None:
+        if self.sharded or self.info.is_main:
+            self.writer.save(step, model, optimizer, state, timing)
         distributed.barrier()
 
     def wait(self) -> None:
         """Until a background save has landed."""
-        if self.info.is_main:
+        if self.sharded or self.info.is_main:
             self.writer.wait()
 
     def newest(self) -> Path | None:
@@ -324,7 +329,8 @@ class Trainer:
         self.guards = Guards(cfg.health)
         self.faults = FaultInjector(cfg.faults, info.rank)
         self.validator = Validator(t, self.data, info, self.data_rank, self.data_ranks)
-        self.checkpointer = Checkpointer(ckpt_root, t, cfg.faults.checkpoint_delay_s, info)  # a fault drill's delay
+        self.checkpointer = Checkpointer(ckpt_root, t, cfg.faults.checkpoint_delay_s, info,  # a fault drill's delay
+                                         self.sharded)
         self.stop = StopPolicy(cfg.budget, self.meter, stop)
         self.throughput = ThroughputLog(t, cfg.health, self.meter, self.log, info)
         self.heartbeat = Heartbeat(self.run_dir, info.rank, cfg.health.heartbeat_s)
@@ -445,11 +451,10 @@ class Trainer:
         self.watchdog.beat(self.step)
 
     def save(self) -> None:
-        whole = full_state(self.model, self.optimizer) if self.sharded else None  # every rank gathers
         self.checkpointer.save(self.step, self.model, self.optimizer,
                                {"loader": self.batches.state_dict(), "tokens_seen": self.tokens_seen,
                                 "health": self.guards.state_dict()},
-                               {"train_seconds": self.train_seconds, "cost": self.meter.state_dict()}, whole)
+                               {"train_seconds": self.train_seconds, "cost": self.meter.state_dict()})
         self.watchdog.beat(self.step)
 
     def restore(self, path: Path) -> None:
