@@ -129,6 +129,22 @@ def cmd_train(args) -> None:
               f"run in {summary['run_dir']}")
 
 
+def cmd_launch(args) -> int:
+    from loom.launch import after_srun, launch
+
+    cfg = _load(args)
+    if args.after_srun is not None:  # inside the Slurm job, once srun returned
+        return after_srun(cfg, args.after_srun, say=lambda line: print(line, file=sys.stderr, flush=True))
+    print(launch(cfg, args.engine))
+    return 0
+
+
+def cmd_status(args) -> None:
+    from loom.launch import status_json, status_table
+
+    print(status_json(args.dir) if args.json else status_table(args.dir), end="")
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -317,6 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--no-resume", dest="resume", action="store_const", const="never",
                        help="refuse to continue an existing run")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("launch", help="hand a training run to Slurm (sbatch) or a Ray cluster",
+                       description="--engine slurm writes RUN/launch/job.sbatch from the [launch] settings (srun "
+                                   "starting torchrun on each node; requeued after Slurm's warning signal, and the "
+                                   "requeued job resumes) and submits it. --engine ray trains on a Ray cluster with "
+                                   "Ray Train and returns when the run ends. See docs/operations.md.")
+    _config_args(p)
+    p.add_argument("--engine", choices=["slurm", "ray"], help="where the run goes (default: launch.engine, slurm)")
+    p.add_argument("--after-srun", type=int, metavar="STATUS",
+                   help="inside the Slurm job (what the sbatch script runs after srun): requeue the job when the "
+                        "run stopped on a signal before train.steps")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("status", help="the runs under a directory: step, loss, tokens/s, cost, heartbeat, events, job",
+                       description="One line per run under DIR (or DIR itself when it is a run): step of "
+                                   "train.steps, last loss, tokens/s and cost, heartbeat age, health events, and "
+                                   "the Slurm job's state from squeue/sacct when loom launch submitted it.")
+    p.add_argument("dir", metavar="DIR", help="a run directory, or the directory holding runs (e.g. runs)")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("doctor", help="preflight checks of the machine, data and config (pass/warn/fail)",
                        description="Checks Python, torch, CUDA, each device, matrix-product throughput, GPU errors, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -312,9 +313,98 @@ class EvalConfig:
                               f"{key}.humaneval_samples ({self.humaneval_samples}); pass@k needs at least k samples")
 
 
+LAUNCH_ENGINES = ("slurm", "ray")
+_SLURM_TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+_SLURM_WORD = re.compile(r"[^\s'\"`$\\;|&<>]*")  # a partition, account or QoS name: no spaces, quotes or shell
+
+
+def slurm_time_seconds(text: str) -> int | None:
+    """Seconds in a Slurm time limit ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"),
+    or None when `text` is not one."""
+    m = _SLURM_TIME.fullmatch(text.strip())
+    if not m:
+        return None
+    days, a, b, c = m.groups()
+    if days is not None:
+        return ((int(days) * 24 + int(a)) * 60 + int(b or 0)) * 60 + int(c or 0)
+    if c is not None:
+        return (int(a) * 60 + int(b)) * 60 + int(c)
+    return int(a) * 60 + int(b) if b is not None else int(a) * 60
+
+
+@dataclass
+class LaunchConfig:
+    """Where `loom launch` hands the run (loom.launch): a Slurm batch job or a Ray cluster.
+    `loom train` itself ignores this section."""
+
+    engine: str = "slurm"  # slurm | ray (`loom launch --engine` overrides)
+    nodes: int = 1
+    procs_per_node: int = 0  # training processes per node (0: gpus_per_node, or 1 without GPUs)
+    gpus_per_node: int = 0  # slurm: --gpus-per-node; ray: one GPU per worker when > 0
+    cpus_per_proc: int = 1  # CPUs per training process (slurm: --cpus-per-task is this x procs_per_node)
+    mem: str = ""  # slurm: --mem per node, e.g. 64G (empty: the partition's default)
+    time: str = "04:00:00"  # slurm: --time of each attempt (D-HH:MM:SS, HH:MM:SS, MM...; empty: the default)
+    partition: str = ""  # slurm: --partition (empty: the cluster's default)
+    account: str = ""  # slurm: --account (empty: your default)
+    qos: str = ""  # slurm: --qos (empty: the default)
+    signal_seconds: int = 120  # slurm: SIGUSR1 this long before the time limit, to checkpoint (0: none)
+    requeue: bool = True  # slurm: --requeue, and the job requeues itself after that signal
+    max_restarts: int = 3  # failed workers restarted within one attempt (torchrun --max-restarts, Ray max_failures)
+    port: int = 0  # slurm: the rendezvous port on the first node (0: 20000 + job id % 20000)
+    sbatch_lines: list[str] = field(default_factory=list)  # more sbatch options, e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)  # shell lines run before srun, e.g. ["module load cuda"]
+    submit: bool = True  # slurm: false writes the sbatch script and stops
+    ray_address: str = ""  # ray: "" starts a Ray instance here for the run; "auto" or host:port joins one
+
+    @property
+    def procs(self) -> int:
+        """Training processes per node."""
+        return self.procs_per_node or self.gpus_per_node or 1
+
+    def check(self, key: str = "launch") -> None:
+        if self.engine not in LAUNCH_ENGINES:
+            raise ConfigError(f"{key}.engine {self.engine!r} is not known; use {' or '.join(LAUNCH_ENGINES)}")
+        require_positive(self, key, "nodes", "cpus_per_proc")
+        require_non_negative(self, key, "procs_per_node", "gpus_per_node", "signal_seconds", "max_restarts", "port")
+        if self.gpus_per_node and self.procs_per_node not in (0, self.gpus_per_node):
+            raise ConfigError(f"{key}.procs_per_node ({self.procs_per_node}) must equal {key}.gpus_per_node "
+                              f"({self.gpus_per_node}), one process per GPU; leave it at 0 to take that")
+        if self.port and not 1024 <= self.port <= 65535:
+            raise ConfigError(f"{key}.port must be 0 (derived from the job id) or a port from 1024 to 65535, "
+                              f"not {self.port}")
+        limit = slurm_time_seconds(self.time) if self.time else None
+        if self.time and limit is None:
+            raise ConfigError(f"{key}.time {self.time!r} is not a Slurm time limit; write e.g. \"04:00:00\", "
+                              "\"1-12:00:00\" (1 day 12 hours) or \"90\" (minutes)")
+        if self.signal_seconds > 65535:
+            raise ConfigError(f"{key}.signal_seconds must be at most 65535 (Slurm's limit), not {self.signal_seconds}")
+        if limit is not None and self.signal_seconds >= limit:
+            raise ConfigError(f"{key}.signal_seconds ({self.signal_seconds}) must be shorter than {key}.time "
+                              f"({self.time} = {limit}s): the warning would come at the start; lower it or "
+                              "raise the time limit")
+        if self.mem and not re.fullmatch(r"\d+[KMGT]?", self.mem):
+            raise ConfigError(f"{key}.mem {self.mem!r} is not a Slurm memory size; write e.g. \"64G\" or \"512000M\"")
+        for name in ("partition", "account", "qos"):
+            if not _SLURM_WORD.fullmatch(getattr(self, name)):
+                raise ConfigError(f"{key}.{name} {getattr(self, name)!r} must be a name without spaces, quotes or "
+                                  "shell characters")
+        for i, line in enumerate(self.sbatch_lines):
+            if not line.startswith("-") or "\n" in line:
+                raise ConfigError(f"{key}.sbatch_lines[{i}] {line!r} must be one sbatch option, e.g. \"--exclusive\" "
+                                  "or \"--constraint=h100\"")
+        for i, line in enumerate(self.setup):
+            if "\n" in line:
+                raise ConfigError(f"{key}.setup[{i}] holds a line break; give each shell line its own list item")
+        address = self.ray_address
+        if address not in ("", "auto") and not (address.startswith("ray://") or re.fullmatch(r"[\w.-]+:\d+", address)):
+            raise ConfigError(f"{key}.ray_address {address!r} is not a Ray address; use \"\" (a Ray instance "
+                              "started here), \"auto\" (the cluster this machine is in) or host:port")
+
+
 @dataclass
 class LoomConfig:
     run: RunConfig = field(default_factory=RunConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     data: DataConfig = field(default_factory=DataConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)

@@ -21,7 +21,7 @@ LAYERS = [
     {"train"},
     {"eval"},
     {"reason"},
-    {"pipeline", "doctor"},
+    {"pipeline", "doctor", "launch"},  # launch: hands runs to Slurm or Ray, reads their status
     {"cli"},
     {"__main__"},
 ]
