@@ -3,6 +3,7 @@ two workers (gloo on the CPU) that follow one process with the same global batch
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ def ray_address():
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def losses(run_dir):
