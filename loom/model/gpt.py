@@ -224,14 +224,27 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        residual_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight"):
-                nn.init.ones_(p)
-            elif name.endswith(("out_proj.weight", "down_proj.weight", "down_proj")):  # "down_proj": experts
-                nn.init.normal_(p, mean=0.0, std=residual_std)
-            else:
-                nn.init.normal_(p, mean=0.0, std=0.02)
+            self.init_weight(name, p)
+
+    def init_weight(self, name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Draws parameter `name`'s initial values into `p` (a tensor of its shape)."""
+        if name.endswith("norm.weight"):
+            nn.init.ones_(p)
+        elif name.endswith(("out_proj.weight", "down_proj.weight", "down_proj")):  # "down_proj": experts
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.n_layer), generator=generator)
+        else:
+            nn.init.normal_(p, mean=0.0, std=0.02, generator=generator)
+
+    def reset_buffers(self) -> None:
+        """The buffers' starting values, where they live now: for a model built on the meta device
+        (no memory) whose parameters were given storage afterwards."""
+        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+        for layer in self.moe_layers():
+            layer.balance_bias.zero_()
+            layer.load_counts.zero_()
 
     def forward(
         self,

@@ -26,6 +26,10 @@ neighbours (on one node, where the fast links are) and read the same data.
 cheap element-wise work between them (norms, rotary embedding, SiLU, products), torchtitan's
 op-level policy. Parameter names are unchanged by all of it, so checkpoints move between layouts.
 
+The model arrives built on the meta device (shapes, no memory) and is given storage last
+(`materialize`), so that a model too large for one device is never whole on one: each rank
+allocates its own pieces, drawn to equal a single process's initialization exactly.
+
 MoE models train under dp_shard; their experts are not split across ranks (no expert parallel
 yet) and `tp` with MoE is refused by the config.
 """
@@ -40,6 +44,34 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from loom.model import GPT
 from loom.train import distributed
+
+
+def materialize(model: GPT, device: torch.device, seed: int) -> None:
+    """Storage on `device` for a model built on the meta device, filled with the same values at
+    every layout: each parameter is drawn whole on the CPU from a generator seeded with `seed`,
+    in the model's order, and each rank keeps only its own piece of it, so no rank ever holds
+    more than one whole parameter beside its shards. (A generator of its own: building meshes
+    and DTensors may draw from the global one.)"""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    shared: dict[int, list[str]] = {}  # tied parameters (the head and the embedding) by identity
+    for name, param in model.named_parameters(remove_duplicate=False):
+        shared.setdefault(id(param), []).append(name)
+    model.to_empty(device=device)
+    for first, *others in shared.values():  # to_empty gives each module a new parameter: tie them again
+        for other in others:
+            owner, _, attr = other.rpartition(".")
+            setattr(model.get_submodule(owner), attr, model.get_parameter(first))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            whole = torch.empty(param.shape, dtype=param.dtype)
+            model.init_weight(name, whole, generator)
+            if isinstance(param, DTensor):  # every rank drew the same values: each takes its piece locally
+                whole = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None).to_local()
+                param = param.to_local()
+            param.copy_(whole)
+        model.reset_buffers()
 
 
 def data_parallel(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
@@ -124,13 +156,15 @@ def checkpoint_activations(model: GPT, mode: str = "full") -> None:
         block.forward = recomputed
 
 
-def plan_for(p, info: distributed.DistInfo):
+def plan_for(p, info: distributed.DistInfo, seed: int):
     """The parallelism plan for `p` (the [parallel] section) on this run's processes; degrees the
-    world size cannot hold are refused here, before the model is built."""
+    world size cannot hold are refused here, before the model is built. A plan takes a model
+    built on the meta device and returns it spread and materialized (`materialize`, from `seed`)."""
     replicas, shards, tp = p.degrees(info.world_size)
 
     def plan(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
         if shards == tp == 1:
+            materialize(model, info.device, seed)  # DDP starts from the parameters as they are
             if p.activation_checkpointing != "none":
                 checkpoint_activations(model, p.activation_checkpointing)
             return data_parallel(model, info, t)
@@ -154,6 +188,7 @@ def plan_for(p, info: distributed.DistInfo):
             for block in model.blocks:
                 fully_shard(block, mesh=dp_mesh, mp_policy=policy)
             fully_shard(model, mesh=dp_mesh, mp_policy=policy)
+        materialize(model, info.device, seed)  # only now: each rank allocates just its pieces
         return model
 
     return plan

@@ -30,6 +30,13 @@ Memory per device in training (`memory_estimate`), by part:
     layer's activations while it is recomputed;
   - the backward pass briefly holds the gradient of the largest saved tensors as well, which the
     estimate adds as one layer's activations and the logits' gradient (V per token);
+  - with tensor parallelism (`tp`), weights and the per-layer activations split `tp` ways, but
+    each rank keeps the gathered inputs of the attention and the MLP (2 d) and the logits whole;
+  - sharded over several devices (FSDP2), its buffers: a block gathered whole while the next
+    block's all-gather is in flight, a block's whole gradient and the reduce-scatter's input
+    (5 blocks' parameters), and the root (the embedding) whole from forward to backward with
+    its gradient and reduce-scatter input (3 times its parameters); `bench/parallel_memory.py`
+    measures each layout's peak per rank against this, and a test keeps them within 25%;
   - and the saved activations times `TRANSIENT_FACTOR` (1.3): autograd's other short-lived
     buffers and the allocator's slack. The factor is measured, not derived: peak resident memory
     of two training steps on a CPU for four shapes from 1M to 55M parameters came out 11% to 24%
@@ -83,22 +90,30 @@ class Memory:
 def param_count(model_cfg, active: bool = False) -> int:
     """Parameters of the model `model_cfg` describes, counted without allocating it; with
     `active`, only those one token uses (its chosen experts, in an MoE model)."""
+    c = model_cfg
+    total = sum(layer_params(c, layer, active) for layer in range(c.n_layer))
+    return total + root_params(c)
+
+
+def layer_params(model_cfg, layer: int, active: bool = False) -> int:
+    """Parameters of one block (FSDP's unit of sharding)."""
     from loom.model.gpt import is_moe_layer
     from loom.model.moe import expert_width
 
     c, moe = model_cfg, model_cfg.moe
     d, f, kv = c.d_model, c.mlp_hidden, c.n_kv_head * c.head_dim
-    total = 0
-    for layer in range(c.n_layer):
-        total += d * d + 2 * d * kv + d * d + 2 * d  # q, k and v, out; two norms
-        if is_moe_layer(c, layer):
-            h = expert_width(moe, f)
-            experts = moe.top_k if active else moe.n_experts
-            total += d * moe.n_experts + (experts + moe.shared_experts) * 3 * d * h  # router, experts
-        else:
-            total += 3 * d * f  # w1, w3, w2
-    embeddings = c.vocab_size * d * (1 if c.tie_embeddings else 2)
-    return total + embeddings + d  # + the final norm
+    attention = d * d + 2 * d * kv + d * d + 2 * d  # q, k and v, out; two norms
+    if not is_moe_layer(c, layer):
+        return attention + 3 * d * f  # gate, up, down
+    h = expert_width(moe, f)
+    experts = moe.top_k if active else moe.n_experts
+    return attention + d * moe.n_experts + (experts + moe.shared_experts) * 3 * d * h  # router, experts
+
+
+def root_params(model_cfg) -> int:
+    """Parameters outside the blocks: the embedding (and an untied head) and the final norm."""
+    c = model_cfg
+    return c.vocab_size * c.d_model * (1 if c.tie_embeddings else 2) + c.d_model
 
 
 def flops_per_token(model_cfg, seq_len: int) -> float:
@@ -109,19 +124,31 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
 
 
 def memory_estimate(model_cfg, micro_batch: int, seq_len: int, bytes_per_activation: float = 4.0,
-                    devices: int = 1, sharded: bool = False) -> Memory:
-    """Bytes per device for training; see the module docstring for what each part counts."""
+                    devices: int = 1, sharded: bool = False, tp: int = 1) -> Memory:
+    """Bytes per device for training; see the module docstring for what each part counts.
+    `devices` shard the weights when `sharded` (FSDP over all of them); `tp` splits them, and
+    the activations, `tp` ways more."""
     c = model_cfg
     n = param_count(c)
-    shard = devices if sharded else 1
+    shard = (devices if sharded else 1) * tp
     d, f, kv, v = c.d_model, c.mlp_hidden, c.n_kv_head * c.head_dim, c.vocab_size
     tokens = micro_batch * seq_len
-    per_layer = (2 * 2 * d) + (3 * d + 2 * kv) + 4 * f  # elements per token
-    head = 2 * v + d
+    # split tp ways by heads, hidden units and (sequence parallel) positions; each rank also keeps
+    # the gathered inputs of the attention and the MLP (2 d) whole
+    per_layer = ((2 * 2 * d) + (3 * d + 2 * kv) + 4 * f) / tp + (2 * d if tp > 1 else 0)  # elements per token
+    head = 2 * v + d  # the logits are gathered whole on every rank
     backward_transient = per_layer + v
     scale = tokens * bytes_per_activation * TRANSIENT_FACTOR
     act = scale * (c.n_layer * per_layer + head + backward_transient)
     act_ckpt = scale * (c.n_layer * d + per_layer + head + backward_transient)
+    if sharded and devices > 1:
+        # FSDP's own buffers: a block gathered whole for its forward while the next one's
+        # all-gather is in flight (2 x 2 copies), in the backward its gradient whole and the
+        # reduce-scatter's input (1); the root (the embedding) stays whole from forward to
+        # backward, with its gradient and reduce-scatter input (3)
+        largest = max(layer_params(c, layer) for layer in range(c.n_layer))
+        gathered = 4 * (5 * largest + 3 * root_params(c)) / tp
+        act, act_ckpt = act + gathered, act_ckpt + gathered
     return Memory(weights=4 * n / shard, gradients=4 * n / shard, optimizer=8 * n / shard, activations=act,
                   activations_checkpointed=act_ckpt)
 

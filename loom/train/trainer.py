@@ -276,6 +276,7 @@ def seed_everything(seed: int) -> None:
 
 
 Loss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# takes the model built on the meta device; returns the module to train, its parameters materialized
 Parallelize = Callable[[GPT, distributed.DistInfo, object], torch.nn.Module]
 
 
@@ -288,7 +289,7 @@ class Trainer:
         self.cfg, self.t, self.info, self.device = cfg, cfg.train, info, info.device
         self.run_dir, t = cfg.run_dir, cfg.train
         self.data = data or ShardData(cfg)
-        self.loss, self.parallelize = loss, parallelize or plan_for(cfg.parallel, info)
+        self.loss, self.parallelize = loss, parallelize or plan_for(cfg.parallel, info, cfg.run.seed)
         # the ranks of one tensor-parallel group read the same batches: one data rank among data_ranks
         self.data_rank, self.data_ranks = data_coordinates(cfg.parallel, info.world_size, info.rank)
         per_step = t.micro_batch * t.seq_len * self.data_ranks
@@ -317,7 +318,8 @@ class Trainer:
         distributed.barrier()
 
         seed_everything(cfg.run.seed)
-        self.model = GPT(cfg.model).to(self.device)
+        with torch.device("meta"):  # shapes only: the plan gives each rank storage for its pieces
+            self.model = GPT(cfg.model)
         self.n_params = self.model.num_params()
         self.flops_per_token = self.model.flops_per_token(t.seq_len)
         # the plan first: sharding replaces the parameters, which the optimizer must then hold
