@@ -6,7 +6,12 @@ architecture, shapes and parameter count (RoPE, RMSNorm, grouped-query attention
 head), on the same random batch and with the same optimizer hyper-parameters.
 
   case a (always):     the `quickstart` preset on the CPU, fp32, micro_batch x seq_len tokens per step;
-  case b (CUDA only):  the `gpt2-124m` preset at 16 x 1024, bf16 autocast, torch.compile, fused AdamW.
+  case b (CUDA only):  the `gpt2-124m` preset at 16 x 1024, bf16 autocast, torch.compile, fused AdamW;
+  case c (always):     loom's layouts over two processes (`torchrun`, gloo on the CPU): DDP,
+                       FSDP2 (`parallel.dp_shard = 2`) and tensor parallel (`parallel.tp = 2`)
+                       of the `quickstart` preset, each rank a micro-batch of its own (the two
+                       tp ranks share one), timed in interleaved rounds in the same processes;
+                       the ratio is tokens/s against DDP's.
 
 For each it reports tokens/s, MFU and the loom/reference ratio of tokens/s. Training FLOPs per
 token follow PaLM appendix B (Chowdhery et al. 2022): 6N + 12·L·d·T, with N the parameters used
@@ -18,7 +23,7 @@ The machine this runs on is often shared and noisy, so absolute numbers move fro
 The two models are therefore timed side by side, in interleaved rounds whose order alternates,
 and the number to read is the ratio: noise hits both implementations alike.
 
-    python bench/train_throughput.py [--cases a|b|both] [--steps N] [--rounds N] [--threads N]
+    python bench/train_throughput.py [--cases a,b,c] [--steps N] [--rounds N] [--threads N]
 """
 
 from __future__ import annotations
@@ -188,6 +193,66 @@ def run_case(
     }
 
 
+def layouts_worker(steps: int, rounds: int, warmup: int) -> None:
+    """Case c, on each rank under torchrun: DDP, FSDP2 and tensor parallel steps of the
+    quickstart model, interleaved; rank 0 prints the median seconds per step as JSON."""
+    import json
+
+    import torch.distributed as dist
+
+    from loom.config import ParallelConfig
+    from loom.train.distributed import init_distributed
+    from loom.train.parallelize import data_coordinates, plan_for
+
+    cfg = load_config("quickstart")
+    t = cfg.train
+    info = init_distributed("cpu")
+    layouts = {"DDP": ParallelConfig(), "dp_shard=2": ParallelConfig(dp_shard=2), "tp=2": ParallelConfig(tp=2)}
+    step_fns, tokens_per_step = {}, {}
+    for name, p in layouts.items():
+        with torch.device("meta"):
+            model = GPT(cfg.model)
+        train_model = plan_for(p, info, SEED)(model, info, t)
+        opt = make_optimizer(model, t, info.device)
+        data_rank, data_ranks = data_coordinates(p, info.world_size, info.rank)
+        generator = torch.Generator().manual_seed(SEED + data_rank)
+        tokens = torch.randint(cfg.model.vocab_size, (t.micro_batch, t.seq_len + 1), generator=generator)
+        tokens_per_step[name] = t.micro_batch * t.seq_len * data_ranks
+
+        x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+        def step(train_model=train_model, opt=opt, x=x, y=y):
+            train_model(x, y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(warmup):
+            step()
+        step_fns[name] = step
+    seconds = interleaved_times(step_fns, steps, rounds, dist.barrier)
+    if info.rank == 0:
+        print("RESULT " + json.dumps({"seconds": seconds, "tokens_per_step": tokens_per_step,
+                                      "flops_per_token": GPT(cfg.model).flops_per_token(t.seq_len)}), flush=True)
+    dist.destroy_process_group()
+
+
+def run_layouts(steps: int, rounds: int, warmup: int) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
+               "--layouts-worker", str(steps), str(rounds), str(warmup)]
+    threads = str(max(1, torch.get_num_threads() // 2))
+    out = subprocess.run(command, capture_output=True, text=True, timeout=1800,
+                         env={**os.environ, "OMP_NUM_THREADS": threads})
+    if out.returncode:
+        raise SystemExit(f"case c: torchrun exited {out.returncode}\n{out.stderr[-3000:]}")
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
@@ -195,26 +260,34 @@ def run_case(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--cases", default="a,b,c", help="comma-separated, of a, b, c (default: all)")
+    parser.add_argument("--layouts-worker", nargs=3, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default: a 3, b 10)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per implementation")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: a 2, b 3)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.layouts_worker:
+        layouts_worker(*args.layouts_worker)
+        return
+    cases = set(args.cases.split(","))
+    if not cases or cases - {"a", "b", "c"}:
+        raise SystemExit(f"--cases {args.cases}: use a comma-separated list of a, b and c")
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
 
     results, peaks = [], {}
-    if args.cases in ("a", "both"):
+    if "a" in cases or "c" in cases:
         cpu = torch.device("cpu")
         peaks["a"] = matmul_peak(cpu)
         print(f"case a device: {device_name(cpu)}; fp32 2048^2 matmul peak {peaks['a'] / 1e9:.1f} GFLOP/s")
         cfg = load_config("quickstart").train
+    if "a" in cases:
         results.append(("a", run_case("quickstart", cpu, cfg.micro_batch, cfg.seq_len, amp=False, compile_=False,
                                       steps=args.steps or 3, rounds=args.rounds, warmup=args.warmup or 2)))
-    if args.cases in ("b", "both"):
+    if "b" in cases:
         if not torch.cuda.is_available():
             print("case b: skipped (no CUDA device)")
         else:
@@ -224,9 +297,12 @@ def main() -> None:
             results.append(("b", run_case("gpt2-124m", gpu, 16, 1024, amp=True, compile_=True,
                                           steps=args.steps or 10, rounds=args.rounds, warmup=args.warmup or 3)))
 
-    print()
-    print("| case | preset | batch x seq | impl | ms/step | tokens/s | MFU | loom/ref |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    layouts = run_layouts(args.steps or 3, args.rounds, args.warmup or 2) if "c" in cases else None
+
+    if results:
+        print()
+        print("| case | preset | batch x seq | impl | ms/step | tokens/s | MFU | loom/ref |")
+        print("|---|---|---|---|---:|---:|---:|---:|")
     for case, r in results:
         tokens = r["batch"] * r["seq_len"]
         rate = {name: tokens / s for name, s in r["seconds"].items()}
@@ -235,6 +311,14 @@ def main() -> None:
             ratio = f"{rate['loom'] / rate['reference']:.3f}" if name == "loom" else ""
             print(f"| {case} | {r['preset']} | {r['batch']} x {r['seq_len']} | {name} | {s * 1e3:.1f} "
                   f"| {rate[name]:,.0f} | {mfu:.1%} | {ratio} |")
+    if layouts:
+        print("\n| case | preset, 2 processes | layout | tokens/step | ms/step | tokens/s | MFU | vs DDP |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        rate = {name: layouts["tokens_per_step"][name] / s for name, s in layouts["seconds"].items()}
+        for name, s in layouts["seconds"].items():
+            mfu = rate[name] * layouts["flops_per_token"] / (2 * peaks["a"])  # two processes' peak
+            print(f"| c | quickstart | {name} | {layouts['tokens_per_step'][name]:,} | {s * 1e3:.1f} | "
+                  f"{rate[name]:,.0f} | {mfu:.1%} | {rate[name] / rate['DDP']:.3f} |")
     for case, r in results:
         losses = ", ".join(f"{name} {loss:.3f}" for name, loss in r["first_loss"].items())
         print(f"\ncase {case}: {r['params'] / 1e6:.2f}M parameters, {r['flops_per_token'] / 1e6:.1f} MFLOP/token; "

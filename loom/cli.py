@@ -158,6 +158,13 @@ def cmd_sample(args) -> None:
     print()
 
 
+def cmd_consolidate(args) -> None:
+    from loom.checkpoint import consolidate
+
+    out, step = consolidate(args.run, args.out)
+    print(f"wrote the weights of {args.run} at step {step} to {out}")
+
+
 def cmd_eval(args) -> int:
     from loom.eval.run import evaluate_run, suite_names
     from loom.util import torch_device
@@ -480,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
+                       description="Gathers the weights of a run's newest valid checkpoint, also one written in "
+                                   "shards by several processes, into one safetensors file for other tools.")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
+    p.add_argument("--out", help="the file to write (default: RUN/model.safetensors)")
+    p.set_defaults(func=cmd_consolidate)
     return parser
 
 
