@@ -374,6 +374,14 @@ def stored_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def _tied_names(model: torch.nn.Module) -> list[list[str]]:
+    """The names of each parameter that several modules share (the tied head and embedding)."""
+    by_identity: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_identity.setdefault(id(param), []).append(name)
+    return [names for names in by_identity.values() if len(names) > 1]
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="cpu", sharded: bool = False) -> dict:
     """Loads weights (and optimizer and RNG states when an optimizer is given) from a verified
     checkpoint, one-file or sharded, into `model` at its present layout; returns its state.json
@@ -388,6 +396,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
         return _load_sharded(path, model, optimizer)
     try:
         weights = stored_weights(path / "model.safetensors")
+        for names in _tied_names(model):  # a file rewritten without its metadata still names one of them
+            present = next((name for name in names if name in weights), None)
+            for name in names if present else ():
+                weights.setdefault(name, weights[present])
         if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 

@@ -109,8 +109,9 @@ def _run_ray(cfg, work: Path, pending: list[int], run_task: Callable, on_done: C
         raise ConfigError("data.executor = 'ray' needs Ray: pip install 'ray[default]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        address = cfg.data.ray_address or None
-        kwargs = {} if address else {"num_cpus": cfg.data.workers or os.cpu_count() or 1}
+        # empty: "local", a new instance, even where a `ray start` cluster (or a stale record of one) exists
+        address = cfg.data.ray_address or "local"
+        kwargs = {} if cfg.data.ray_address else {"num_cpus": cfg.data.workers or os.cpu_count() or 1}
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
     try:
         remote = ray.remote(num_cpus=1, max_retries=2)(run_task)

@@ -60,7 +60,8 @@ def run_on_ray(cfg: LoomConfig) -> dict:
     if started_here:
         kwargs = {} if la.ray_address else {"num_cpus": workers * la.cpus_per_proc}
         try:
-            ray.init(address=la.ray_address or None, include_dashboard=False, **kwargs)
+            # empty: "local", a new instance, even where a `ray start` cluster (or a stale record of one) exists
+            ray.init(address=la.ray_address or "local", include_dashboard=False, **kwargs)
         except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
             raise ConfigError(
                 f"launch.ray_address {la.ray_address!r}: no Ray cluster to join ({type(e).__name__}: {e}). Start "

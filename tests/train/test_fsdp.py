@@ -69,10 +69,11 @@ def test_tensor_parallel_layouts_follow_one_process(tiny_root, name, ranks, layo
 
 def test_moe_trains_sharded_like_one_process(tiny_root):
     moe = [*COMMON, "model.moe.n_experts=4", "model.moe.top_k=2"]
-    run_loom([sys.executable, "-m", "loom", "train", *sets(tiny_overrides(tiny_root, "moe-single", moe))], tiny_root)
+    run_loom([sys.executable, "-m", "loom", "train", *sets(tiny_overrides(tiny_root, "fsdp-moe-single", moe))],
+             tiny_root)
     run_loom([*TORCHRUN, "-m", "loom", "train",
-              *sets(tiny_overrides(tiny_root, "moe-fsdp", [*moe, "parallel.dp_shard=2"]))], tiny_root)
-    a, b = losses(tiny_root / "runs" / "moe-single"), losses(tiny_root / "runs" / "moe-fsdp")
+              *sets(tiny_overrides(tiny_root, "fsdp-moe-2", [*moe, "parallel.dp_shard=2"]))], tiny_root)
+    a, b = losses(tiny_root / "runs" / "fsdp-moe-single"), losses(tiny_root / "runs" / "fsdp-moe-2")
     assert len(a) == len(b) == 20 and relative_gap(a, b) <= 1e-4
 
 
