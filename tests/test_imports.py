@@ -15,7 +15,7 @@ LAYERS = [
     {"loom", "errors"},
     {"util"},
     {"tokenizer", "model", "sandbox"},
-    {"data"},
+    {"data", "chat"},  # chat: conversations and the chat template, over the tokenizer
     {"config"},  # its defaults and checks take the data stage's tables (quality, dedup, sources)
     {"checkpoint"},  # reading and writing checkpoints, below everything that loads a model
     {"train"},
