@@ -145,6 +145,15 @@ def cmd_status(args) -> None:
     print(status_json(args.dir) if args.json else status_table(args.dir), end="")
 
 
+def cmd_sft(args) -> None:
+    from loom.train.sft import sft
+
+    summary = sft(args.run, args.data, args.overrides, resume="never" if args.fresh else "auto")
+    state = "stopped after" if summary.get("interrupted") else "trained"
+    print(f"{state} {summary['steps']} steps of SFT: validation loss {summary['final_val_loss']:.4f} on "
+          f"assistant tokens; run in {summary['run_dir']}")
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -340,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--no-resume", dest="resume", action="store_const", const="never",
                        help="refuse to continue an existing run")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sft", help="fine-tune a trained run on conversations (loss on assistant tokens only)",
+                       description="A new run (default name <RUN>-sft) that starts from RUN's newest weights and "
+                                   "trains on conversations in OpenAI/TRL JSONL ({\"messages\": [...]}), packed "
+                                   "into train.seq_len windows; its own [train] schedule via --set. See "
+                                   "docs/chat.md.")
+    p.add_argument("--run", required=True, help="the base run directory, e.g. runs/quickstart")
+    p.add_argument("--data", required=True, action="append", metavar="FILE.jsonl",
+                   help="conversations, one per line (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a setting of the SFT run, e.g. --set train.steps=200 --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--fresh", action="store_true", help="refuse to continue an existing SFT run")
+    p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("launch", help="hand a training run to Slurm (sbatch) or a Ray cluster",
                        description="--engine slurm writes RUN/launch/job.sbatch from the [launch] settings (srun "

@@ -10,13 +10,14 @@ from loom.data.card import read_data_card
 from loom.data.clean import clean_corpus, clean_documents
 from loom.data.corpus_tokenizer import ensure_tokenizer, train_corpus_tokenizer
 from loom.data.documents import Document, split_of
-from loom.data.loader import ShardLoader
+from loom.data.loader import ShardLoader, WindowLoader
 from loom.data.shards import iter_documents, read_manifest, verify_shards
 from loom.data.workdirs import shard_dir, tokenizer_path
 
 __all__ = [
     "Document",
     "ShardLoader",
+    "WindowLoader",
     "build_dataset",
     "clean_corpus",
     "clean_documents",

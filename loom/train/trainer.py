@@ -12,7 +12,9 @@ optimizer step, the step's log, the stop policy and the checkpointer, each asked
 their turn; each part owns its schedule. Three things plug in from outside, in
 `Trainer.__init__` and nowhere else: the data (`data`, by default `ShardData` over the token
 shards), the loss (`loss`, by default `next_token_loss`) and the parallelism plan
-(`parallelize`, by default the plan `[parallel]` asks for: `loom.train.parallelize`).
+(`parallelize`, by default the plan `[parallel]` asks for: `loom.train.parallelize`); and a
+new run may start from another run's weights (`init_from`: what `loom sft` does, with the
+conversations of `loom.train.sft` as its data).
 
 Resume is exact: the checkpoint carries the weights, the optimizer, the step, the loader's
 position and every RNG state, so on the CPU N steps + resume + M steps equals N + M steps bit
@@ -285,7 +287,8 @@ class Trainer:
     newest valid checkpoint (`resume`: "auto", "always" or "never"), and trains in `train()`."""
 
     def __init__(self, cfg: LoomConfig, info: distributed.DistInfo, stop: StopRequest, resume: str = "auto", *,
-                 data=None, loss: Loss = next_token_loss, parallelize: Parallelize | None = None):
+                 data=None, loss: Loss = next_token_loss, parallelize: Parallelize | None = None,
+                 init_from: Path | None = None):
         self.cfg, self.t, self.info, self.device = cfg, cfg.train, info, info.device
         self.run_dir, t = cfg.run_dir, cfg.train
         self.data = data or ShardData(cfg)
@@ -345,7 +348,10 @@ class Trainer:
             self.log.say(f"[loom] {note}")
         self.complete = False
         if resume_from is None:
-            self.log.event("start", world_size=info.world_size, device=str(self.device))
+            if init_from is not None:  # a new run that starts from another's weights (SFT)
+                load_checkpoint(init_from, self.model, device=self.device, sharded=self.sharded)
+            self.log.event("start", world_size=info.world_size, device=str(self.device),
+                           **({"init_from": str(init_from)} if init_from else {}))
             return
         self.restore(resume_from)
         if self.step >= t.steps:
@@ -554,19 +560,20 @@ def _hang_reporter(run_dir: Path, rank: int):
     return report
 
 
-def train(cfg: LoomConfig, resume: str = "auto") -> dict:
+def train(cfg: LoomConfig, resume: str = "auto", **plugs) -> dict:
     """Trains the model `cfg` describes on the shards at `data.dir`.
 
     resume: "auto" continues from the newest valid checkpoint of the run if there is one,
     "always" requires one, "never" refuses to touch a run directory that already has one.
     Returns a summary: steps, first and last validation loss, tokens/s, cost, run directory;
     `already_complete` is True when the run had finished before and nothing was trained (the
-    figures are then the ones recorded when it finished).
+    figures are then the ones recorded when it finished). `plugs` go to `Trainer` (data, loss,
+    parallelize, init_from).
     """
     info = distributed.init_distributed(cfg.train.device)
     stop = StopRequest()
     try:
-        return Trainer(cfg, info, stop, resume).train()
+        return Trainer(cfg, info, stop, resume, **plugs).train()
     finally:
         stop.restore()
         distributed.shutdown()
