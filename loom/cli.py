@@ -154,6 +154,15 @@ def cmd_sft(args) -> None:
           f"assistant tokens; run in {summary['run_dir']}")
 
 
+def cmd_chat(args) -> None:
+    from loom.pipeline import sample_settings
+    from loom.serve import chat_terminal
+
+    settings = sample_settings(args.overrides, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p)
+    chat_terminal(args.run, settings, seed=args.seed, device=args.device)
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -509,6 +518,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("chat", help="talk with a trained (e.g. loom sft) run in the terminal",
+                       description="A conversation rendered with loom's chat template, answers streamed. "
+                                   "/reset forgets the history, /system TEXT sets the system message, /quit "
+                                   "leaves; Ctrl-C stops an answer. Sampling defaults from [sample].")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
+    p.add_argument("--max-new-tokens", type=int, help="tokens per answer at most (default 200)")
+    p.add_argument("--temperature", type=float, help="0 for greedy decoding (default 0.8)")
+    p.add_argument("--top-k", type=int, help="0 to disable (default 50)")
+    p.add_argument("--top-p", type=float, help="1.0 to disable (default 0.95)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
+                   help="a sampling setting (repeatable; flags win)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
                        description="Gathers the weights of a run's newest valid checkpoint, also one written in "

@@ -20,7 +20,7 @@ LAYERS = [
     {"checkpoint"},  # reading and writing checkpoints, below everything that loads a model
     {"train"},
     {"eval"},
-    {"reason"},
+    {"reason", "serve"},
     {"pipeline", "doctor", "launch"},  # launch: hands runs to Slurm or Ray, reads their status
     {"cli"},
     {"__main__"},
