@@ -508,15 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart")
     # no defaults here: a flag not given takes loom.config.SampleConfig's (or --set sample.KEY's)
     p.add_argument("--prompt", help="the text to continue (default: def)")
-    p.add_argument("--max-new-tokens", type=int,
-                   help="tokens to generate at most (default 200); past the model's context its window slides")
-    p.add_argument("--temperature", type=float, help="0 for greedy decoding (default 0.8)")
-    p.add_argument("--top-k", type=int, help="0 to disable (default 50)")
-    p.add_argument("--top-p", type=float, help="1.0 to disable (default 0.95)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
-                   help="a sampling setting, e.g. --set sample.temperature=0.5 (repeatable; flags win)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    _sampling_args(p, "tokens to generate at most (default 200); past the model's context its window slides")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("chat", help="talk with a trained (e.g. loom sft) run in the terminal",
@@ -524,14 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/reset forgets the history, /system TEXT sets the system message, /quit "
                                    "leaves; Ctrl-C stops an answer. Sampling defaults from [sample].")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
-    p.add_argument("--max-new-tokens", type=int, help="tokens per answer at most (default 200)")
-    p.add_argument("--temperature", type=float, help="0 for greedy decoding (default 0.8)")
-    p.add_argument("--top-k", type=int, help="0 to disable (default 50)")
-    p.add_argument("--top-p", type=float, help="1.0 to disable (default 0.95)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
-                   help="a sampling setting (repeatable; flags win)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    _sampling_args(p, "tokens per answer at most (default 200)")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
@@ -541,6 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the file to write (default: RUN/model.safetensors)")
     p.set_defaults(func=cmd_consolidate)
     return parser
+
+
+def _sampling_args(p, max_new_tokens_help: str) -> None:
+    """The sampling flags of `loom sample` and `loom chat`. No defaults here: a flag not given
+    takes loom.config.SampleConfig's (or --set sample.KEY's)."""
+    p.add_argument("--max-new-tokens", type=int, help=max_new_tokens_help)
+    p.add_argument("--temperature", type=float, help="0 for greedy decoding (default 0.8)")
+    p.add_argument("--top-k", type=int, help="0 to disable (default 50)")
+    p.add_argument("--top-p", type=float, help="1.0 to disable (default 0.95)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
+                   help="a sampling setting, e.g. --set sample.temperature=0.5 (repeatable; flags win)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
 
 
 def main(argv: list[str] | None = None) -> int:
