@@ -41,23 +41,31 @@ def _local_bytes(tensor) -> int:
     return local.numel() * local.element_size()
 
 
+def model_config(shape: list[int]):
+    """The model of `shape` (n_layer, d_model, vocab, micro_batch, seq_len): heads of width 64."""
+    from loom.model import ModelConfig
+
+    n_layer, d, vocab, _, seq = shape
+    return ModelConfig(n_layer=n_layer, d_model=d, n_head=d // 64, n_kv_head=d // 64, vocab_size=vocab,
+                       max_seq_len=seq)
+
+
 def worker(shape: list[int], dp_shard: int, tp: int) -> None:
     """One rank's measurement (under torchrun); rank 0 prints every rank's as JSON."""
     import torch
     import torch.distributed as dist
 
     from loom.config import ParallelConfig, TrainConfig
-    from loom.model import GPT, ModelConfig
+    from loom.model import GPT
     from loom.train.distributed import init_distributed
     from loom.train.optim import make_optimizer
     from loom.train.parallelize import data_coordinates, plan_for
 
-    n_layer, d, vocab, batch, seq = shape
+    _, _, vocab, batch, seq = shape
     info = init_distributed("auto")
     p = ParallelConfig(dp_shard=dp_shard, tp=tp)
     t = TrainConfig(seq_len=seq, micro_batch=batch, compile=False, dtype="float32")
-    cfg = ModelConfig(n_layer=n_layer, d_model=d, n_head=d // 64, n_kv_head=d // 64, vocab_size=vocab,
-                      max_seq_len=seq)
+    cfg = model_config(shape)
     data_rank, _ = data_coordinates(p, info.world_size, info.rank)
     g = torch.Generator().manual_seed(data_rank)
     x = torch.randint(0, vocab, (batch, seq), generator=g).to(info.device)
@@ -111,14 +119,12 @@ def measure(shape: list[int], layout: str) -> list[dict]:
 
 
 def estimate(shape: list[int], layout: str, cuda: bool) -> float:
-    from loom.model import ModelConfig
     from loom.train.plan import memory_estimate
 
-    n_layer, d, vocab, batch, seq = shape
-    ranks, dp_shard, tp = LAYOUTS[layout]
-    cfg = ModelConfig(n_layer=n_layer, d_model=d, n_head=d // 64, n_kv_head=d // 64, vocab_size=vocab,
-                      max_seq_len=seq)
-    memory = memory_estimate(cfg, batch, seq, 2.0 if cuda else 4.0, devices=dp_shard, sharded=dp_shard > 1, tp=tp)
+    _, _, _, batch, seq = shape
+    _, dp_shard, tp = LAYOUTS[layout]
+    memory = memory_estimate(model_config(shape), batch, seq, 2.0 if cuda else 4.0, devices=dp_shard,
+                             sharded=dp_shard > 1, tp=tp)
     return memory.total
 
 

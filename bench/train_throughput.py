@@ -232,7 +232,7 @@ def layouts_worker(steps: int, rounds: int, warmup: int) -> None:
     seconds = interleaved_times(step_fns, steps, rounds, dist.barrier)
     if info.rank == 0:
         print("RESULT " + json.dumps({"seconds": seconds, "tokens_per_step": tokens_per_step,
-                                      "flops_per_token": GPT(cfg.model).flops_per_token(t.seq_len)}), flush=True)
+                                      "flops_per_token": model.flops_per_token(t.seq_len)}), flush=True)
     dist.destroy_process_group()
 
 

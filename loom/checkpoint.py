@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from loom.errors import CheckpointError
@@ -359,13 +359,14 @@ _FUSED = {".kv_proj.weight": (".k_proj.weight", ".v_proj.weight"),
           ".gate_up_proj.weight": (".gate_proj.weight", ".up_proj.weight")}
 
 
-def stored_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The weights in a checkpoint's model.safetensors by parameter name: tied names (stored once,
-    named in the metadata) filled in, and fused projections of older checkpoints split."""
-    with safe_open(str(path), "pt") as f:
-        aliases = f.metadata() or {}
+def stored_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint's model.safetensors by parameter name, for `model`: each tied
+    parameter (stored once) under all of its names, and fused projections of older checkpoints split."""
     weights = load_file(path)
-    weights.update({other: weights[keep] for other, keep in aliases.items() if keep in weights})
+    for names in tied_names(model):  # whichever name the file used, metadata or none
+        present = next((name for name in names if name in weights), None)
+        for name in names if present else ():
+            weights.setdefault(name, weights[present])
     for name in list(weights):
         for fused, (first, second) in _FUSED.items():
             if name.endswith(fused):
@@ -374,7 +375,7 @@ def stored_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _tied_names(model: torch.nn.Module) -> list[list[str]]:
+def tied_names(model: torch.nn.Module) -> list[list[str]]:
     """The names of each parameter that several modules share (the tied head and embedding)."""
     by_identity: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
@@ -395,11 +396,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
     if is_sharded_checkpoint(path):
         return _load_sharded(path, model, optimizer)
     try:
-        weights = stored_weights(path / "model.safetensors")
-        for names in _tied_names(model):  # a file rewritten without its metadata still names one of them
-            present = next((name for name in names if name in weights), None)
-            for name in names if present else ():
-                weights.setdefault(name, weights[present])
+        weights = stored_weights(path / "model.safetensors", model)
         if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 

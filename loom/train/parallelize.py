@@ -42,6 +42,7 @@ import functools
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from loom.checkpoint import tied_names
 from loom.model import GPT
 from loom.train import distributed
 
@@ -54,11 +55,9 @@ def materialize(model: GPT, device: torch.device, seed: int) -> None:
     and DTensors may draw from the global one.)"""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    shared: dict[int, list[str]] = {}  # tied parameters (the head and the embedding) by identity
-    for name, param in model.named_parameters(remove_duplicate=False):
-        shared.setdefault(id(param), []).append(name)
+    tied = tied_names(model)  # the head and the embedding
     model.to_empty(device=device)
-    for first, *others in shared.values():  # to_empty gives each module a new parameter: tie them again
+    for first, *others in tied:  # to_empty gives each module a new parameter: tie them again
         for other in others:
             owner, _, attr = other.rpartition(".")
             setattr(model.get_submodule(owner), attr, model.get_parameter(first))
