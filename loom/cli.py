@@ -163,6 +163,20 @@ def cmd_chat(args) -> None:
     chat_terminal(args.run, settings, seed=args.seed, device=args.device)
 
 
+def cmd_serve(args) -> None:
+    import os
+
+    from loom.pipeline import sample_settings
+    from loom.serve.api import serve
+
+    settings = sample_settings(args.overrides, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p)
+    serve(args.run, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LOOM_API_KEY"),
+          log=not args.no_log, db=args.db, max_batch=args.max_batch, max_waiting=args.max_waiting,
+          cors_origins=args.cors_origin, model_name=args.model_name, sampling=settings, device=args.device,
+          say=lambda line: print(line, flush=True))
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -519,6 +533,28 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(p, "tokens per answer at most (default 200)")
     p.set_defaults(func=cmd_chat)
 
+    p = sub.add_parser("serve", help="an OpenAI-compatible API and a chat page over a trained run",
+                       description="Serves the run's newest checkpoint: POST /v1/chat/completions and /v1/completions "
+                                   "(streaming or not), GET /v1/models, /health, /openapi.json, and a chat page at /. "
+                                   "Concurrent requests are decoded together. Conversations and ratings go to "
+                                   "RUN/serve.sqlite unless --no-log.")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1); any other needs --api-key")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (default: the LOOM_API_KEY "
+                                     "environment variable; none on loopback)")
+    p.add_argument("--no-log", action="store_true", help="store no conversations or ratings")
+    p.add_argument("--db", help="the SQLite file for conversations and ratings (default RUN/serve.sqlite)")
+    p.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most (default 32)")
+    p.add_argument("--max-waiting", type=int, default=64,
+                   help="requests queued beyond the batch before answering 429 (default 64)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN to call the API (repeatable; default none)")
+    p.add_argument("--model-name", help="the model's name in the API (default: the run directory's name)")
+    _sampling_args(p, "tokens per answer when a request gives no max_tokens (default 200)", seed=False)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
                        description="Gathers the weights of a run's newest valid checkpoint, also one written in "
                                    "shards by several processes, into one safetensors file for other tools.")
@@ -528,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sampling_args(p, max_new_tokens_help: str) -> None:
+def _sampling_args(p, max_new_tokens_help: str, seed: bool = True) -> None:
     """The sampling flags of `loom sample` and `loom chat`. No defaults here: a flag not given
     takes loom.config.SampleConfig's (or --set sample.KEY's)."""
     p.add_argument("--max-new-tokens", type=int, help=max_new_tokens_help)
@@ -537,7 +573,8 @@ def _sampling_args(p, max_new_tokens_help: str) -> None:
     p.add_argument("--top-p", type=float, help="1.0 to disable (default 0.95)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
                    help="a sampling setting, e.g. --set sample.temperature=0.5 (repeatable; flags win)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
 
 

@@ -1,12 +1,18 @@
 """Shared fixtures: a tiny dataset built once per test session from the real stdlib corpus, a tiny
-trained run on it, and shards of a dozen short documents for evaluation tests."""
+trained run on it, shards of a dozen short documents for evaluation tests, and real `loom serve`
+processes on loopback."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -133,3 +139,84 @@ def short_docs(tmp_path_factory):
     tok = Tokenizer.from_file(tokenizer_path(cfg))
     cfg.model.vocab_size = tok.vocab_size
     return cfg, LoomLM(GPT(cfg.model), tok, batch_size=4)
+
+
+# --- serving: real `loom serve` processes on loopback ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `loom serve` process: `url`, `db`, `get`/`post` that return (status, JSON body)."""
+
+    def __init__(self, run_dir, db, *flags, api_key=None):
+        self.port, self.db = free_port(), db
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "loom", "serve", "--run", str(run_dir), "--port", str(self.port), *flags]
+        if db is not None:
+            args += ["--db", str(db)]
+        if api_key:
+            args += ["--api-key", api_key]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"loom serve exited: {self.process.stdout.read()}")
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError("loom serve did not answer /health within 120 s")
+
+    def request(self, method, path, body=None, headers=None, raw: bytes | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, body=None, **kwargs):
+        return self.request("POST", path, body, **kwargs)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def serve_run(tiny_root):
+    """A tiny run whose context (512) leaves room for long answers: (run directory, model name)."""
+    from loom.train import train
+
+    cfg = tiny_config(tiny_root, "serve", extra=["model.max_seq_len=512"])
+    train(cfg)
+    return cfg.run_dir, "serve"
+
+
+@pytest.fixture(scope="session")
+def server(serve_run, tmp_path_factory):
+    """One server for the tests that only talk to it."""
+    s = Server(serve_run[0], tmp_path_factory.mktemp("served") / "serve.sqlite")
+    yield s
+    s.stop()

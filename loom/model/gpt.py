@@ -91,7 +91,8 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Te
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[i], x[i + d/2]) of x (B, H, T, d) by the position's angle; cos/sin (T, d)."""
+    """Rotate pairs (x[i], x[i + d/2]) of x (B, H, T, d) by the position's angle; cos/sin (T, d), or
+    (B, 1, T, d) when each row is at its own positions."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return (x * cos + rotated * sin).type_as(x)
@@ -103,21 +104,35 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Keys and values of every past position, per layer, filled left to right.
+    """Keys and values of past positions, per layer and per row, each row filled left to right.
 
-    `length` is the number of positions already stored; the model's forward pass appends the
-    new positions and advances it.
+    A row holds one sequence and `lengths[row]` is how many of its positions are stored, so the
+    rows of one batch may be at different lengths: a server decoding several requests together
+    appends one token to each, every one at its own position. The forward pass appends its T new
+    positions to the first B rows and advances their lengths.
     """
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype):
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
 
     @property
     def max_len(self) -> int:
         return self.k.shape[3]
+
+    @property
+    def length(self) -> int:
+        """Positions stored in the longest row."""
+        return int(self.lengths.max())
+
+    def copy_row(self, dst: int, src: KVCache, src_row: int = 0) -> None:
+        """Row `dst` takes row `src_row` of `src` (which may be this cache): its keys, values, length."""
+        n = int(src.lengths[src_row])
+        self.k[:, dst, :, :n] = src.k[:, src_row, :, :n]
+        self.v[:, dst, :, :n] = src.v[:, src_row, :, :n]
+        self.lengths[dst] = n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +163,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache | None = None, positions=None, mask=None) -> torch.Tensor:
         B, T, _ = x.shape
         # heads counted from the projections' width (-1), so a process holding a share of them works
         q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H, T, d)
@@ -156,23 +171,16 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        mask, causal = None, True
         if cache is not None:
-            start = cache.length
-            cache.k[self.layer_index, :B, :, start : start + T] = k
-            cache.v[self.layer_index, :B, :, start : start + T] = v
-            k = cache.k[self.layer_index, :B, :, : start + T]
-            v = cache.v[self.layer_index, :B, :, : start + T]
-            if start > 0:
-                # SDPA's is_causal aligns the mask top-left, which is wrong once queries start
-                # at position `start`: query i may see keys 0 .. start + i.
-                causal = False
-                if T > 1:
-                    key_pos = torch.arange(start + T, device=x.device)
-                    query_pos = torch.arange(start, start + T, device=x.device)
-                    mask = key_pos[None, :] <= query_pos[:, None]  # (T, start + T)
+            # Row b's new positions are positions[b] (B, T); it then attends to its stored keys
+            # up to each query's position (`mask`, B x 1 x T x keys), whatever the other rows hold.
+            rows = torch.arange(B, device=x.device)[:, None]
+            cache.k[self.layer_index][rows, :, positions] = k.transpose(1, 2)
+            cache.v[self.layer_index][rows, :, positions] = v.transpose(1, 2)
+            k = cache.k[self.layer_index, :B, :, : mask.shape[-1]]
+            v = cache.v[self.layer_index, :B, :, : mask.shape[-1]]
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head
+            q, k, v, attn_mask=mask, is_causal=cache is None, enable_gqa=self.n_kv_head != self.n_head
         )  # (B, H, T, d)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
 
@@ -192,8 +200,8 @@ class Block(nn.Module):
         else:
             self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+    def forward(self, x, cos, sin, cache: KVCache | None = None, positions=None, mask=None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, positions, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -253,21 +261,31 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         """idx (B, T) token ids. Returns the mean cross-entropy against targets (B, T) when
-        given, else logits (B, T, vocab) in float32. With a cache, positions continue from
-        `cache.length` and the cache is advanced by T."""
+        given, else logits (B, T, vocab) in float32. With a cache, row b's positions continue
+        from `cache.lengths[b]` and the first B rows of the cache are advanced by T."""
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
-        cos = self.rope_cos[start : start + T].to(self.tok_emb.weight.dtype)
-        sin = self.rope_sin[start : start + T].to(self.tok_emb.weight.dtype)
+        positions = mask = None
+        if cache is None:
+            if T > self.cfg.max_seq_len:
+                raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, d), the same for every row
+        else:
+            positions = cache.lengths[:B, None] + torch.arange(T, device=idx.device)  # (B, T)
+            keys = int(positions.max()) + 1
+            if keys > min(self.cfg.max_seq_len, cache.max_len):
+                raise ValueError(f"sequence of {keys} tokens exceeds max_seq_len {self.cfg.max_seq_len} "
+                                 f"or the cache's {cache.max_len}")
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # (B, 1, T, d)
+            key_positions = torch.arange(keys, device=idx.device)
+            mask = (key_positions <= positions[:, :, None])[:, None]  # (B, 1, T, keys)
+        cos, sin = cos.to(self.tok_emb.weight.dtype), sin.to(self.tok_emb.weight.dtype)
 
         x = self.tok_emb(idx)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, cos, sin, cache)
+            x = block(x, cos, sin, cache, positions, mask)
         x = self.final_norm(x)
         if cache is not None:
-            cache.length += T
+            cache.lengths[:B] += T
 
         logits = self.head(x).float()  # (B, T, V)
         if targets is None:

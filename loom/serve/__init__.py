@@ -1,4 +1,5 @@
-"""Talking to a trained model: the terminal chat now (`loom chat`); the HTTP server later."""
+"""Talking to a trained model: the terminal chat (`loom chat`) and the OpenAI-compatible server
+(`loom serve`: `loom.serve.api`, decoding with the continuous-batching `loom.serve.engine`)."""
 
 from loom.serve.terminal import ChatSession, chat_terminal
 

@@ -95,6 +95,24 @@ def test_cached_chunks_equal_one_full_forward():
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
 
 
+def test_rows_of_one_cache_at_different_lengths_each_match_their_own_forward_pass():
+    """A server decodes several sequences of different lengths in one batch: each row of the
+    cache keeps its own length, so every row's logits are those of its sequence alone."""
+    model = make_model(seed=5)
+    sequences = [torch.randint(0, 97, (n,)) for n in (3, 11, 7)]
+    cache = KVCache(model.cfg, 3, 32, "cpu", torch.float32)
+    with torch.no_grad():
+        for row, seq in enumerate(sequences):  # prefill each row on its own, as the engine does
+            alone = KVCache(model.cfg, 1, 32, "cpu", torch.float32)
+            model(seq[None, :-1], cache=alone)
+            cache.copy_row(row, alone)
+        assert cache.lengths.tolist() == [2, 10, 6]
+        stepped = model(torch.stack([seq[-1:] for seq in sequences]), cache=cache)[:, -1]  # one batched step
+        for row, seq in enumerate(sequences):
+            torch.testing.assert_close(stepped[row], model(seq[None])[0, -1], rtol=1e-4, atol=1e-4)
+    assert cache.lengths.tolist() == [3, 11, 7]
+
+
 def test_greedy_generation_with_cache_equals_full_forward():
     model = make_model(seed=3)
     prompt = [5, 17, 42, 8]
