@@ -177,6 +177,20 @@ def cmd_serve(args) -> None:
           say=lambda line: print(line, flush=True))
 
 
+def cmd_feedback_export(args) -> None:
+    from loom.serve.feedback import export_feedback
+
+    if not args.db and not args.run:
+        raise LoomError("loom feedback export needs --run RUN (its serve.sqlite) or --db FILE")
+    db = Path(args.db) if args.db else Path(args.run) / "serve.sqlite"
+    card = export_feedback(db, args.out)
+    files = ", ".join(f"{name} {f['records']} ({f['duplicates_dropped']} duplicates dropped)"
+                      for name, f in card["files"].items())
+    scrubbed = sum(card["pii_scrubbed"].values())
+    print(f"{card['rated']} rated of {card['completions']} answers in {db} -> {args.out}: {files}; "
+          f"{scrubbed} PII spans scrubbed")
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -554,6 +568,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="the model's name in the API (default: the run directory's name)")
     _sampling_args(p, "tokens per answer when a request gives no max_tokens (default 200)", seed=False)
     p.set_defaults(func=cmd_serve)
+
+    feedback = sub.add_parser("feedback", help="turn the server's logged conversations and ratings into data")
+    feedback = feedback.add_subparsers(dest="feedback_command", required=True, metavar="{export}")
+    p = feedback.add_parser("export", help="an eval suite, SFT conversations and preference pairs from ratings",
+                            description="Reads the log of `loom serve` and writes OUT/eval.jsonl (prompts with the "
+                                        "answers rated up and down, for `loom eval --suite OUT/eval.jsonl`), "
+                                        "OUT/sft.jsonl (answers rated up, for `loom sft`), OUT/preferences.jsonl "
+                                        "(chosen/rejected pairs) and OUT/card.json; PII-scrubbed, deduplicated.")
+    p.add_argument("--run", help="the served run: reads RUN/serve.sqlite")
+    p.add_argument("--db", help="the log file, if not RUN/serve.sqlite")
+    p.add_argument("--out", required=True, help="directory to write, e.g. data/feedback")
+    p.set_defaults(func=cmd_feedback_export)
 
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
                        description="Gathers the weights of a run's newest valid checkpoint, also one written in "

@@ -5,7 +5,9 @@ A suite is one of:
   - a generated reasoning suite (`loom.eval.suites.SUITES`): exact match, zero-shot and few-shot,
     at each configured difficulty, greedy answers: the first line with text after "A:" (a model
     that starts its answer on the next line, as code models do after a colon, is still read);
-  - `humaneval`: pass@k on HumanEval in the sandbox (`loom.eval.humaneval`).
+  - `humaneval`: pass@k on HumanEval in the sandbox (`loom.eval.humaneval`);
+  - a path ending in `.jsonl`: real users' prompts with their rated answers, as `loom feedback
+    export` writes them (`loom.eval.feedback`); its results are named `feedback-<file stem>`.
 Groups: `reasoning` (every generated suite) and `all` (everything).
 
 Each suite's result is `RUN/eval/<suite>.json` (metrics, settings, checkpoint, seconds) beside
@@ -42,8 +44,13 @@ def resolve_suites(names: list[str]) -> list[str]:
 
     known = suite_names()
     wanted: set[str] = set()
+    files = []
     for name in names:
-        if name == "all":
+        if name.endswith(".jsonl"):
+            if not Path(name).is_file():
+                raise LoomError(f"eval suite file {name} does not exist; write one with `loom feedback export`")
+            files.append(name)
+        elif name == "all":
             wanted.update(known)
         elif name == "reasoning":
             wanted.update(SUITES)
@@ -51,7 +58,7 @@ def resolve_suites(names: list[str]) -> list[str]:
             wanted.add(name)
         else:
             raise LoomError(f"unknown eval suite {name!r}; choose from {', '.join([*GROUPS, *known])}")
-    return [n for n in known if n in wanted]
+    return [n for n in known if n in wanted] + files
 
 
 def _progress(iterable, desc: str, total: int | None = None) -> Iterator:
@@ -157,6 +164,11 @@ def evaluate_run(run_dir: str | Path, suites: list[str], overrides: list[str] = 
             metrics, records = run_bpb(lm, cfg)
         elif name == "humaneval":
             metrics, records = run_humaneval(lm, cfg)
+        elif name.endswith(".jsonl"):
+            from loom.eval.feedback import run_feedback_suite
+
+            metrics, records = run_feedback_suite(lm, name)
+            name = f"feedback-{Path(name).stem}"
         else:
             metrics, records = run_generated(lm, cfg, name)
         result = {"suite": name, "run": str(run_dir), "metrics": metrics, "settings": _settings(cfg, name),
