@@ -146,9 +146,25 @@ def cmd_status(args) -> None:
 
 
 def cmd_sft(args) -> None:
-    from loom.train.sft import sft
+    from loom.train.sft import sft, sft_config
 
-    summary = sft(args.run, args.data, args.overrides, resume="never" if args.fresh else "auto")
+    if bool(args.data) == args.mix:
+        raise LoomError("loom sft needs --data FILE.jsonl (conversations) or --mix (loom's generated mix), not "
+                        + ("both" if args.mix else "neither"))
+    data = args.data
+    if args.mix:
+        from loom.eval.chat_data import chat_mix
+
+        cfg, _ = sft_config(args.run, args.overrides)
+        path = cfg.run_dir / "chat-mix.jsonl"
+        if not path.is_file():  # the mix is deterministic: a resumed run reuses the one it trained on
+            print(f"[loom] generating the instruction-tuning mix -> {path}", file=sys.stderr, flush=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            card = chat_mix(path, cfg.eval, seed=cfg.run.seed)
+            print(f"[loom] mix: {card['conversations']:,} conversations {card['by_kind']}; dropped as "
+                  f"contaminated: {card['dropped_as_contaminated'] or 'none'}", file=sys.stderr, flush=True)
+        data = [path]
+    summary = sft(args.run, data, args.overrides, resume="never" if args.fresh else "auto")
     state = "stopped after" if summary.get("interrupted") else "trained"
     print(f"{state} {summary['steps']} steps of SFT: validation loss {summary['final_val_loss']:.4f} on "
           f"assistant tokens; run in {summary['run_dir']}")
@@ -243,8 +259,18 @@ def cmd_eval_compare(args) -> int:
 def cmd_eval_emit(args) -> int:
     from loom.eval.run import emit_training_split
 
+    if args.chat:
+        from loom.config import EvalConfig
+        from loom.eval.chat_data import chat_mix
+
+        card = chat_mix(args.out, EvalConfig(), suite_items=args.items or 400, seed=args.seed)
+        print(f"[loom] wrote {card['conversations']:,} conversations {card['by_kind']} to {args.out}; dropped as "
+              f"contaminated: {card['dropped_as_contaminated'] or 'none'}")
+        return 0
+    if not args.suite:
+        raise LoomError("loom eval emit needs --suite NAMES (or --chat for the instruction-tuning mix)")
     names = args.suite.split(",")
-    n = emit_training_split(names, args.out, args.items, args.difficulty, args.seed)
+    n = emit_training_split(names, args.out, args.items or 1000, args.difficulty, args.seed)
     print(f"[loom] wrote {n:,} training documents of {', '.join(names)} to {args.out}")
     return 0
 
@@ -393,8 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "into train.seq_len windows; its own [train] schedule via --set. See "
                                    "docs/chat.md.")
     p.add_argument("--run", required=True, help="the base run directory, e.g. runs/quickstart")
-    p.add_argument("--data", required=True, action="append", metavar="FILE.jsonl",
+    p.add_argument("--data", action="append", default=[], metavar="FILE.jsonl",
                    help="conversations, one per line (repeatable)")
+    p.add_argument("--mix", action="store_true",
+                   help="train on loom's generated mix instead (the suites' training splits, standard-library "
+                        "questions, greetings; decontaminated), written to the SFT run's chat-mix.jsonl")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a setting of the SFT run, e.g. --set train.steps=200 --set train.lr=3e-4 (repeatable)")
     p.add_argument("--fresh", action="store_true", help="refuse to continue an existing SFT run")
@@ -466,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_b", metavar="RUN_B", help="the run to compare it with")
     e.set_defaults(func=cmd_eval_compare)
     e = evals.add_parser("emit", help="a suite's training split as JSONL documents to train on")
-    e.add_argument("--suite", required=True, help="generated suite names, comma-separated")
+    e.add_argument("--suite", help="generated suite names, comma-separated")
+    e.add_argument("--chat", action="store_true", help="write loom's instruction-tuning mix as conversations "
+                                                       "instead (what `loom sft --mix` trains on)")
     e.add_argument("--out", required=True, help="the JSONL file to write")
-    e.add_argument("--items", type=_at_least(1), default=1000, help="training items per suite (default 1000)")
+    e.add_argument("--items", type=_at_least(1), help="training items per suite (default 1000; 400 with --chat)")
     e.add_argument("--difficulty", type=int, help="the difficulty (default: the suite's)")
     e.add_argument("--seed", type=int, default=0, help="the seed (default 0)")
     e.set_defaults(func=cmd_eval_emit)

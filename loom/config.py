@@ -295,6 +295,9 @@ class EvalConfig:
     shots: int = 3  # examples in the few-shot prompt (from the suite's train split)
     seed: int = 0
     difficulty: dict[str, list[int]] = field(default_factory=dict)  # suite -> difficulties (default: its own)
+    # how a generated suite's question is put: "few-shot" text ("Q: ...\nA:"), or "chat": a user
+    # message in the chat template (shots as earlier turns), answered until <|end_of_turn|>
+    format: str = "few-shot"
     # HumanEval: samples per problem (1: greedy), pass@k reported for each k <= samples
     humaneval_samples: int = 5
     humaneval_k: list[int] = field(default_factory=lambda: [1, 5])
@@ -305,6 +308,8 @@ class EvalConfig:
     bpb_max_bytes: int = 2_000_000
 
     def check(self, key: str = "eval") -> None:
+        if self.format not in ("few-shot", "chat"):
+            raise ConfigError(f'{key}.format must be "few-shot" or "chat", not {self.format!r}')
         if self.items < 1 or self.shots < 0 or self.humaneval_samples < 1 or self.humaneval_max_new_tokens < 1:
             raise ConfigError(f"{key}.items, {key}.humaneval_samples and {key}.humaneval_max_new_tokens must be 1 "
                               f"or more, {key}.shots 0 or more")

@@ -145,7 +145,16 @@ class LoomLM:
         stop string; decoding ends when every row has stopped or after `max_new_tokens`. With
         `skip_leading_whitespace`, stop strings count only once the text has begun, so an answer
         put on the line after "A:" is read instead of cut to nothing."""
-        ids = [self.tok.bos_id, *self.encode(prompt)]
+        return self.generate_ids([self.tok.bos_id, *self.encode(prompt)], max_new_tokens, stop, n, temperature,
+                                 top_p, seed, skip_leading_whitespace)
+
+    @torch.no_grad()
+    def generate_ids(self, ids: list[int], max_new_tokens: int, stop: Sequence[str] = ("\n",), n: int = 1,
+                     temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                     skip_leading_whitespace: bool = False, stop_ids: Sequence[int] = ()) -> list[str]:
+        """`generate` from a prompt already in ids (<|bos|> first), e.g. a rendered conversation;
+        a row also ends at any of `stop_ids` (as at <|eos|>)."""
+        ids = list(ids)
         # A long prompt keeps at least half the context; the answer gets the rest.
         max_new_tokens = max(1, min(max_new_tokens, self.max_len - min(len(ids), self.max_len // 2)))
         if len(ids) + max_new_tokens > self.max_len:  # the prompt's oldest tokens make room
@@ -163,7 +172,7 @@ class LoomLM:
                 if done[row]:
                     continue
                 t = int(token[row])
-                if t == self.tok.eos_id:
+                if t == self.tok.eos_id or t in stop_ids:
                     done[row] = True
                     continue
                 new[row].append(t)

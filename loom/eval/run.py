@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from loom.chat import END_OF_TURN
 from loom.errors import LoomError
 from loom.eval.lm import LoomLM
 from loom.util import atomic_write_text
@@ -92,13 +93,20 @@ def run_generated(lm: LoomLM, cfg, name: str) -> tuple[dict, list[dict]]:
         items = suite.items("test", e.items, difficulty, e.seed)
         shots = suite.items("train", e.shots, difficulty, e.seed) if e.shots else []
         max_tokens = _answer_budget(lm, items)
+        chat = e.format == "chat"
         for mode, examples in (("zero-shot", []), (f"{e.shots}-shot", shots)):
             if mode != "zero-shot" and not examples:
                 continue
+            mode = f"chat-{mode}" if chat else mode
             right = 0
             for item in _progress(items, f"{name} d={difficulty} {mode}"):
-                prompt = _fitting_prompt(lm, item, examples, max_tokens, format_prompt)
-                (completion,) = lm.generate(prompt, max_tokens, stop=("\n",), skip_leading_whitespace=True)
+                if chat:
+                    (completion,) = lm.generate_ids(_chat_prompt(lm, item, examples, max_tokens), max_tokens,
+                                                    stop=("\n",), skip_leading_whitespace=True,
+                                                    stop_ids=[lm.tok.token_id(END_OF_TURN)])
+                else:
+                    prompt = _fitting_prompt(lm, item, examples, max_tokens, format_prompt)
+                    (completion,) = lm.generate(prompt, max_tokens, stop=("\n",), skip_leading_whitespace=True)
                 completion = completion.lstrip()
                 ok = score(item, completion)
                 right += ok
@@ -121,6 +129,20 @@ def _fitting_prompt(lm: LoomLM, item, shots, max_tokens: int, format_prompt: Cal
         prompt = format_prompt(item, shots)
         if not shots or len(lm.encode(prompt)) + max_tokens + 1 <= lm.max_len:
             return prompt
+        shots.pop(0)
+
+
+def _chat_prompt(lm: LoomLM, item, shots, max_tokens: int) -> list[int]:
+    """The question as a user message in the chat template, after as many shots (earlier
+    user/assistant turns) as fit the context beside the answer."""
+    from loom.chat import Message, render
+
+    shots = list(shots)
+    while True:
+        turns = [m for s in shots for m in (Message("user", s.question), Message("assistant", s.answer))]
+        ids = render(lm.tok, [*turns, Message("user", item.question)], add_generation_prompt=True).ids
+        if not shots or len(ids) + max_tokens <= lm.max_len:
+            return ids
         shots.pop(0)
 
 
@@ -189,7 +211,8 @@ def _settings(cfg, name: str) -> dict:
     if name == "humaneval":
         return {"samples": e.humaneval_samples, "k": e.humaneval_k, "temperature": e.humaneval_temperature,
                 "max_new_tokens": e.humaneval_max_new_tokens, "limit": e.humaneval_limit}
-    return {"items": e.items, "shots": e.shots, "seed": e.seed, "difficulty": e.difficulty.get(name)}
+    return {"items": e.items, "shots": e.shots, "seed": e.seed, "difficulty": e.difficulty.get(name),
+            "format": e.format}
 
 
 def _fmt(value: float) -> str:
