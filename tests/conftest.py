@@ -144,6 +144,15 @@ def short_docs(tmp_path_factory):
 # --- serving: real `loom serve` processes on loopback ------------------------------------------
 
 
+def _end_with_the_tests() -> None:
+    """In a server's child process before it runs: SIGTERM once the test process is gone, however
+    it went (Linux's PR_SET_PDEATHSIG), so no server outlives a killed test run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,12 +170,15 @@ class Server:
             args += ["--db", str(db)]
         if api_key:
             args += ["--api-key", api_key]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        import tempfile
+
+        self.log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty server never blocks
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_end_with_the_tests)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"loom serve exited: {self.process.stdout.read()}")
+                raise AssertionError(f"loom serve exited: {self.output()}")
             try:
                 if self.get("/health")[0] == 200:
                     return
@@ -184,6 +196,11 @@ class Server:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
+
+    def output(self) -> str:
+        """What the server has printed so far."""
+        self.log.seek(0)
+        return self.log.read()
 
     def get(self, path, **kwargs):
         return self.request("GET", path, **kwargs)

@@ -27,18 +27,19 @@ def sample_next(
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
+    # Top-k keeps the k largest, sorted (k is small: cheaper than sorting the whole vocabulary);
+    # top-p then needs them in order, so without top-k it sorts.
+    indices = None
     if 0 < top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits, indices = torch.topk(logits, top_k, dim=-1)
+    elif top_p < 1.0:
+        logits, indices = torch.sort(logits, descending=True, dim=-1)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        probs = logits.softmax(dim=-1)
         # Drop a token once the tokens before it already cover top_p; the first always stays.
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, float("-inf"))
+    choice = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+    return (choice if indices is None else indices.gather(-1, choice)).squeeze(-1)
 
 
 @torch.no_grad()

@@ -421,9 +421,15 @@ def create_app(engine: Engine, tok: Tokenizer, settings: ServeSettings, store: S
             loop = asyncio.get_running_loop()
             temperature = s.temperature if body.temperature is None else body.temperature
             top_p = s.top_p if body.top_p is None else body.top_p
-            self.generation = Generation(ids, max_tokens, lambda t, f: loop.call_soon_threadsafe(
-                self.queue.put_nowait, (t, f)), temperature=temperature, top_k=s.top_k,
-                top_p=top_p, seed=body.seed, stop_ids=end_ids)
+
+            def deliver(token, finish):  # on the engine's thread
+                try:
+                    loop.call_soon_threadsafe(self.queue.put_nowait, (token, finish))
+                except RuntimeError:  # the event loop has closed: the server is stopping
+                    self.generation.cancel()
+
+            self.generation = Generation(ids, max_tokens, deliver, temperature=temperature, top_k=s.top_k,
+                                         top_p=top_p, seed=body.seed, stop_ids=end_ids)
             try:
                 engine.submit(self.generation)
             except QueueFull as e:
@@ -432,23 +438,32 @@ def create_app(engine: Engine, tok: Tokenizer, settings: ServeSettings, store: S
                                code="rate_limit_exceeded") from None
 
         async def pieces(self):
-            """Text pieces as they are decoded; at the end `finish_reason` is set and the answer stored."""
+            """Text pieces as they are decoded; at the end `finish_reason` is set and the answer stored.
+            Tokens that arrived while the client was being served go out together as one piece,
+            so a busy server sends fewer, larger events instead of falling behind."""
             try:
                 while self.finish_reason is None:
-                    token, finish = await self.queue.get()
-                    if token is not None:
-                        self.completion_tokens += 1
-                        piece = self.out.add(token)
-                        if self.out.stopped:
-                            self.generation.cancel()
-                            self.finish_reason = "stop"
-                        if piece:
-                            yield piece
-                        continue
-                    if finish.startswith("error"):
-                        self.finish_reason = "error"
+                    arrived = [await self.queue.get()]
+                    while not self.queue.empty():
+                        arrived.append(self.queue.get_nowait())
+                    text = ""
+                    for token, finish in arrived:
+                        if self.finish_reason is not None:
+                            break
+                        if token is not None:
+                            self.completion_tokens += 1
+                            text += self.out.add(token)
+                            if self.out.stopped:
+                                self.generation.cancel()
+                                self.finish_reason = "stop"
+                        elif finish.startswith("error"):
+                            self.finish_reason = "error"
+                        else:
+                            self.finish_reason = "stop" if finish == "stop" else "length"
+                    if text:
+                        yield text
+                    if self.finish_reason == "error":
                         raise APIError(500, f"generation failed: {finish}", type="server_error")
-                    self.finish_reason = "stop" if finish == "stop" else "length"
                 piece = self.out.flush()
                 if piece:
                     yield piece

@@ -190,8 +190,19 @@ class Engine:
         tokens = torch.tensor(self.last_tokens, device=self.device)[:, None]
         logits = self.model(tokens, cache=self.cache)[:, -1]  # rows 0..n-1, each at its own position
         self.steps += 1
+        # Rows with the same settings and no seed of their own are sampled in one call; a seeded
+        # row draws from its own generator, so its tokens do not depend on who runs beside it.
+        groups: dict[tuple, list[int]] = {}
         for row, request in enumerate(self.running):
-            self.last_tokens[row] = self._sample(logits[row : row + 1], request, self.generators[row])
+            if self.generators[row] is None:
+                groups.setdefault((request.temperature, request.top_k, request.top_p), []).append(row)
+            else:
+                self.last_tokens[row] = self._sample(logits[row : row + 1], request, self.generators[row])
+        for (temperature, top_k, top_p), rows in groups.items():
+            picked = sample_next(logits[rows], temperature, top_k, top_p)
+            for row, token in zip(rows, picked.tolist()):
+                self.last_tokens[row] = token
+        for row in range(n):
             self._emit(row)
 
     def _sample(self, logits: torch.Tensor, request: Request, generator) -> int:
