@@ -119,9 +119,9 @@ def _tool_calls(raw, at: str) -> list[ToolCall]:
     return calls
 
 
-def read_conversations(path: str | os.PathLike, require_assistant: bool = False) -> Iterator[list[Message]]:
-    """Every conversation of a JSONL file, in order; blank lines are skipped. With
-    `require_assistant`, a conversation with no assistant message (nothing to learn) is an error."""
+def jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[str, object]]:
+    """(`file:line`, the parsed value) of every non-blank line of a JSONL file; `DataError` names
+    the file, or the line that is not JSON."""
     path = Path(path)
     try:
         handle = path.open(encoding="utf-8")
@@ -133,13 +133,19 @@ def read_conversations(path: str | os.PathLike, require_assistant: bool = False)
                 continue
             where = f"{path}:{number}"
             try:
-                raw = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
-            messages = parse_messages(raw, where)
-            if require_assistant and not any(m.role == "assistant" for m in messages):
-                raise DataError(f"{where}: no assistant message, so nothing to train on")
-            yield messages
+
+
+def read_conversations(path: str | os.PathLike, require_assistant: bool = False) -> Iterator[list[Message]]:
+    """Every conversation of a JSONL file, in order; blank lines are skipped. With
+    `require_assistant`, a conversation with no assistant message (nothing to learn) is an error."""
+    for where, raw in jsonl_lines(path):
+        messages = parse_messages(raw, where)
+        if require_assistant and not any(m.role == "assistant" for m in messages):
+            raise DataError(f"{where}: no assistant message, so nothing to train on")
+        yield messages
 
 
 # ---------------------------------------------------------------------------------------------

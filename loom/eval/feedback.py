@@ -19,30 +19,18 @@ Prompts whose longest answer does not fit the model's context are skipped and co
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from loom.chat import END_OF_TURN, parse_messages, render
+from loom.chat import END_OF_TURN, jsonl_lines, parse_messages, render
 from loom.errors import DataError
 
 
 def read_feedback_suite(path: str | Path) -> list[dict]:
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
     items = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
+    for where, raw in jsonl_lines(path):
         if not isinstance(raw, dict):
             raise DataError(f'{where}: each line must be {{"messages", "chosen", "rejected"}}')
         messages = parse_messages(raw, where)
@@ -52,7 +40,7 @@ def read_feedback_suite(path: str | Path) -> list[dict]:
                 raise DataError(f"{where}: {key!r} must be a list of answer texts")
         if not raw.get("chosen") and not raw.get("rejected"):
             raise DataError(f"{where}: no rated answer (both 'chosen' and 'rejected' are empty)")
-        items.append({"id": str(raw.get("id", number)), "messages": messages, "chosen": raw.get("chosen", []),
+        items.append({"id": str(raw.get("id", where)), "messages": messages, "chosen": raw.get("chosen", []),
                       "rejected": raw.get("rejected", [])})
     if not items:
         raise DataError(f"{path}: holds no prompts; export some with `loom feedback export`")
