@@ -207,6 +207,12 @@ def cmd_feedback_export(args) -> None:
           f"{scrubbed} PII spans scrubbed")
 
 
+def cmd_export_hf(args) -> None:
+    from loom.export import export_hf
+
+    export_hf(args.run, args.out, dtype=args.dtype)
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -611,6 +617,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="the log file, if not RUN/serve.sqlite")
     p.add_argument("--out", required=True, help="directory to write, e.g. data/feedback")
     p.set_defaults(func=cmd_feedback_export)
+
+    export = sub.add_parser("export", help="a trained run in another format: Hugging Face transformers")
+    export = export.add_subparsers(dest="export_command", required=True, metavar="{hf}")
+    p = export.add_parser("hf", help="the run's newest checkpoint as a transformers LlamaForCausalLM directory",
+                          description="Writes config.json, model.safetensors, generation_config.json and the "
+                                      "tokenizer (with loom's chat template) into --out, for transformers, vLLM or "
+                                      "llama.cpp's converter. Dense models only. See docs/export.md.")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
+    p.add_argument("--out", required=True, help="a new directory to write")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    p.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
                        description="Gathers the weights of a run's newest valid checkpoint, also one written in "

@@ -20,7 +20,7 @@ LAYERS = [
     {"checkpoint"},  # reading and writing checkpoints, below everything that loads a model
     {"train"},
     {"eval"},
-    {"reason", "serve"},
+    {"reason", "serve", "export"},  # export: runs as Hugging Face checkpoints
     {"pipeline", "doctor", "launch"},  # launch: hands runs to Slurm or Ray, reads their status
     {"cli"},
     {"__main__"},
