@@ -213,6 +213,12 @@ def cmd_export_hf(args) -> None:
     export_hf(args.run, args.out, dtype=args.dtype)
 
 
+def cmd_export_gguf(args) -> None:
+    from loom.export.gguf import export_gguf
+
+    export_gguf(args.run, args.out, dtype=args.dtype)
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -618,8 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write, e.g. data/feedback")
     p.set_defaults(func=cmd_feedback_export)
 
-    export = sub.add_parser("export", help="a trained run in another format: Hugging Face transformers")
-    export = export.add_subparsers(dest="export_command", required=True, metavar="{hf}")
+    export = sub.add_parser("export", help="a trained run in another format: Hugging Face transformers, GGUF")
+    export = export.add_subparsers(dest="export_command", required=True, metavar="{hf,gguf}")
     p = export.add_parser("hf", help="the run's newest checkpoint as a transformers LlamaForCausalLM directory",
                           description="Writes config.json, model.safetensors, generation_config.json and the "
                                       "tokenizer (with loom's chat template) into --out, for transformers, vLLM or "
@@ -628,6 +634,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a new directory to write")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
     p.set_defaults(func=cmd_export_hf)
+    p = export.add_parser("gguf", help="the run's newest checkpoint as one GGUF file for llama.cpp and Ollama",
+                          description="Writes llama.cpp's llama architecture: metadata, the byte-level BPE tokenizer, "
+                                      "the chat template and the tensors (query and key rows in llama.cpp's rotary "
+                                      "layout). Dense models only. See docs/export.md.")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
+    p.add_argument("--out", required=True, help="the file to write, e.g. quickstart-sft.gguf")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16 (norms stay float32)")
+    p.set_defaults(func=cmd_export_gguf)
 
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
                        description="Gathers the weights of a run's newest valid checkpoint, also one written in "

@@ -1,5 +1,7 @@
-"""Through the front door: a loom run as a Hugging Face transformers checkpoint (`loom export hf`)."""
+"""Through the front door: a loom run as a Hugging Face transformers checkpoint (`loom export hf`)
+or a GGUF file for llama.cpp (`loom export gguf`)."""
 
+from loom.export.gguf import export_gguf
 from loom.export.hf import export_hf
 
-__all__ = ["export_hf"]
+__all__ = ["export_gguf", "export_hf"]

@@ -101,6 +101,15 @@ def test_a_four_rank_checkpoint_resumes_at_every_layout(tiny_root):
     assert all(torch.equal(whole[k], reference_weights[k]) for k in whole)
     assert set(whole) | {"head.weight", "tok_emb.weight"} == set(reference_weights)
 
+    # loom export hf reads the sharded checkpoint as it reads a one-file one
+    from loom.export.hf import export_hf, hf_names
+
+    exported = load_file(export_hf(run, tiny_root / "dcp-4-hf", say=lambda _: None) / "model.safetensors")
+    layers = len({k.split(".")[1] for k in reference_weights if k.startswith("blocks.")})
+    names = hf_names(layers, tied=True)
+    assert set(exported) == set(names.values())
+    assert all(torch.equal(exported[theirs], reference_weights[ours]) for ours, theirs in names.items())
+
 
 def worker_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     """The pid of the training process of `rank` that the torchrun `launcher` started."""
