@@ -244,6 +244,22 @@ def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, optimize
                              rng_states(), state, timing)
 
 
+def save_weights_checkpoint(ckpt_root: Path, model: torch.nn.Module, state: dict) -> Path:
+    """A step-0 checkpoint of weights alone (no optimizer moments, no data position): what
+    `loom import hf` writes. `state.json` says `"weights_only": true`, so training starts from
+    these weights afresh (`is_weights_only`) instead of resuming."""
+    tensors, metadata = _model_tensors(model, clone=False)
+    return _write_checkpoint(Path(ckpt_root), 0, tensors, metadata, {}, rng_states(),
+                             {**state, "weights_only": True, "tokens_seen": 0})
+
+
+def is_weights_only(path: Path) -> bool:
+    try:
+        return bool(json.loads((Path(path) / "state.json").read_text()).get("weights_only"))
+    except (OSError, ValueError):
+        return False
+
+
 def _json(obj: dict) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
 

@@ -219,6 +219,12 @@ def cmd_export_gguf(args) -> None:
     export_gguf(args.run, args.out, dtype=args.dtype)
 
 
+def cmd_import_hf(args) -> None:
+    from loom.export.hf_import import import_hf
+
+    import_hf(args.model, args.out)
+
+
 def cmd_sample(args) -> None:
     from loom.pipeline import sample_from_run, sample_settings
 
@@ -642,6 +648,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the file to write, e.g. quickstart-sft.gguf")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16 (norms stay float32)")
     p.set_defaults(func=cmd_export_gguf)
+
+    imports = sub.add_parser("import", help="a Hugging Face checkpoint as a loom run")
+    imports = imports.add_subparsers(dest="import_command", required=True, metavar="{hf}")
+    p = imports.add_parser("hf", help="a local Llama- or Mistral-shaped checkpoint as a run to train, tune, serve",
+                           description="Reads DIR's config.json (refusing, by key, shapes loom cannot represent, "
+                                       "before any weight is read), its *.safetensors and tokenizer.json, and writes "
+                                       "a run whose step-0 checkpoint holds the weights: loom train starts from them, "
+                                       "loom sft --run fine-tunes them, loom serve serves them. See docs/export.md.")
+    p.add_argument("--model", required=True, help="a directory save_pretrained wrote")
+    p.add_argument("--out", required=True, help="the new run directory, e.g. runs/imported")
+    p.set_defaults(func=cmd_import_hf)
 
     p = sub.add_parser("consolidate", help="a run's newest checkpoint (sharded or not) as one model.safetensors",
                        description="Gathers the weights of a run's newest valid checkpoint, also one written in "

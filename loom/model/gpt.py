@@ -54,7 +54,8 @@ class ModelConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        return 64 * math.ceil(self.mlp_ratio * self.d_model / 64)
+        # the 1e-9 absorbs float error in a ratio written as hidden / d_model (an imported model)
+        return 64 * math.ceil(self.mlp_ratio * self.d_model / 64 - 1e-9)
 
     def check(self, key: str = "model") -> None:
         """Raises `ConfigError` naming the setting that cannot build a model, and how to fix it."""

@@ -48,7 +48,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loom.checkpoint import CheckpointWriter, ShardedCheckpointWriter, find_resumable, load_checkpoint
+from loom.checkpoint import (
+    CheckpointWriter,
+    ShardedCheckpointWriter,
+    find_resumable,
+    is_weights_only,
+    load_checkpoint,
+)
 from loom.config import LoomConfig
 from loom.data import ShardLoader, read_manifest, shard_dir, tokenizer_path
 from loom.errors import ConfigError, DataError
@@ -308,6 +314,8 @@ class Trainer:
         resume_from, notes = (None, []) if resume == "never" else find_resumable(ckpt_root)
         if resume == "never" and any(ckpt_root.glob("step_*")):
             raise ConfigError(f"{self.run_dir} already holds checkpoints; resume it or pick another run.name")
+        if resume_from is not None and is_weights_only(resume_from):  # an imported model: a fresh start
+            init_from, resume_from = resume_from, None
         if resume == "always" and resume_from is None:
             raise DataError(f"no valid checkpoint to resume in {ckpt_root}" +
                             (f" ({'; '.join(notes)})" if notes else ""))
