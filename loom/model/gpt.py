@@ -202,7 +202,8 @@ class Block(nn.Module):
             self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, positions=None, mask=None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, positions, mask)
+        # positions and mask by keyword: tensor parallelism's input plan counts the positional inputs
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, positions=positions, mask=mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -283,7 +284,7 @@ class GPT(nn.Module):
 
         x = self.tok_emb(idx)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, cos, sin, cache, positions, mask)
+            x = block(x, cos, sin, cache, positions=positions, mask=mask)
         x = self.final_norm(x)
         if cache is not None:
             cache.lengths[:B] += T
