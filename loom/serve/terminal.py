@@ -12,6 +12,7 @@ are dropped (the system message stays) and the session says so.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 
@@ -72,6 +73,9 @@ def chat_terminal(run_dir, settings: SampleConfig, seed: int = 0, device: str = 
     from loom.util import torch_device
 
     settings.check()
+    # Ctrl-C must reach an interactive chat even when it was started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits that): Python then installs no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     model, tok, _ = load_trained_model(run_dir, torch_device(device))
 
     def say(line: str) -> None:

@@ -41,10 +41,15 @@ def test_the_oldest_turns_go_when_the_history_outgrows_the_context(tiny_run):
     assert chat.turns[-1].role == "assistant" and any("oldest turn was dropped" in line for line in said)
 
 
-def loom_chat(run_dir, *flags):
+def loom_chat(run_dir, *flags, preexec_fn=None):
     return subprocess.Popen([sys.executable, "-m", "loom", "chat", "--run", str(run_dir), *flags],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=preexec_fn)
+
+
+def sigint_ignored() -> None:
+    """What a background job of a non-interactive shell (`cmd &` in a script) starts with."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def test_the_commands_of_the_terminal_chat(tiny_run):
@@ -57,7 +62,8 @@ def test_the_commands_of_the_terminal_chat(tiny_run):
 
 
 def test_ctrl_c_stops_an_answer_and_the_chat_goes_on(tiny_run):
-    proc = loom_chat(tiny_run[0], "--max-new-tokens", "100000")  # an answer that would run for long
+    # an answer that would run for long; started with SIGINT ignored, which loom chat must undo
+    proc = loom_chat(tiny_run[0], "--max-new-tokens", "100000", preexec_fn=sigint_ignored)
     proc.stdin.write("tell me everything\n")
     proc.stdin.flush()
     seen = ""
