@@ -636,17 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Writes config.json, model.safetensors, generation_config.json and the "
                                       "tokenizer (with loom's chat template) into --out, for transformers, vLLM or "
                                       "llama.cpp's converter. Dense models only. See docs/export.md.")
-    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
-    p.add_argument("--out", required=True, help="a new directory to write")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    _export_args(p, "a new directory to write", "float32 (default), float16 or bfloat16")
     p.set_defaults(func=cmd_export_hf)
     p = export.add_parser("gguf", help="the run's newest checkpoint as one GGUF file for llama.cpp and Ollama",
                           description="Writes llama.cpp's llama architecture: metadata, the byte-level BPE tokenizer, "
                                       "the chat template and the tensors (query and key rows in llama.cpp's rotary "
                                       "layout). Dense models only. See docs/export.md.")
-    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
-    p.add_argument("--out", required=True, help="the file to write, e.g. quickstart-sft.gguf")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16 (norms stay float32)")
+    _export_args(p, "the file to write, e.g. quickstart-sft.gguf",
+                 "float32 (default), float16 or bfloat16 (norms stay float32)")
     p.set_defaults(func=cmd_export_gguf)
 
     imports = sub.add_parser("import", help="a Hugging Face checkpoint as a loom run")
@@ -667,6 +664,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the file to write (default: RUN/model.safetensors)")
     p.set_defaults(func=cmd_consolidate)
     return parser
+
+
+def _export_args(p, out_help: str, dtype_help: str) -> None:
+    """The flags `loom export hf` and `loom export gguf` share."""
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quickstart-sft")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--dtype", default="float32", help=dtype_help)
 
 
 def _sampling_args(p, max_new_tokens_help: str, seed: bool = True) -> None:

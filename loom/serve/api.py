@@ -507,45 +507,34 @@ def create_app(engine: Engine, tok: Tokenizer, settings: ServeSettings, store: S
         return {"data": json.dumps({"id": job.id, "object": object, "created": job.created, "model": job.body.model,
                                     "choices": [choice]}, ensure_ascii=False)}
 
-    async def chat_events(job: Job):
-        kind = "chat.completion.chunk"
-        yield chunk(job, {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                          "finish_reason": None}, kind)
-        async for event in streamed(job, lambda piece: {"index": 0, "delta": {"content": piece},
-                                                         "logprobs": None, "finish_reason": None}, kind):
-            yield event
-        if job.finish_reason == "error":
-            yield {"data": "[DONE]"}
-            return
-        yield chunk(job, {"index": 0, "delta": {}, "logprobs": None, "finish_reason": job.finish_reason}, kind)
-        if job.usage_wanted():
-            yield {"data": json.dumps({"id": job.id, "object": kind, "created": job.created,
-                                       "model": job.body.model, "choices": [], "usage": job.usage()})}
-        yield {"data": "[DONE]"}
+    def chat_events(job: Job):
+        return events(job, "chat.completion.chunk", lambda piece, finish: {
+            "index": 0, "delta": {} if finish else {"content": piece}, "logprobs": None, "finish_reason": finish},
+            first={"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                   "finish_reason": None})
 
-    async def text_events(job: Job):
-        kind = "text_completion"
-        async for event in streamed(job, lambda piece: {"index": 0, "text": piece, "logprobs": None,
-                                                         "finish_reason": None}, kind):
-            yield event
-        if job.finish_reason == "error":
-            yield {"data": "[DONE]"}
-            return
-        yield chunk(job, {"index": 0, "text": "", "logprobs": None, "finish_reason": job.finish_reason}, kind)
-        if job.usage_wanted():
-            yield {"data": json.dumps({"id": job.id, "object": kind, "created": job.created,
-                                       "model": job.body.model, "choices": [], "usage": job.usage()})}
-        yield {"data": "[DONE]"}
+    def text_events(job: Job):
+        return events(job, "text_completion", lambda piece, finish: {
+            "index": 0, "text": piece, "logprobs": None, "finish_reason": finish})
 
-    async def streamed(job: Job, choice, kind: str):
-        """The pieces as events; the answer is stored (in `pieces`) before the caller sends the
-        last chunk. A failure mid-stream becomes an error event, then the stream ends."""
+    async def events(job: Job, kind: str, choice, first: dict | None = None):
+        """A stream's events: `first` (if any), a chunk per piece, the finish chunk, the usage
+        chunk when asked for, then [DONE]. The answer is stored (in `pieces`) before the finish
+        chunk goes out; a failure mid-stream becomes an error event, then [DONE]."""
+        if first is not None:
+            yield chunk(job, first, kind)
         try:
             async for piece in job.pieces():
-                yield chunk(job, choice(piece), kind)
+                yield chunk(job, choice(piece, None), kind)
         except APIError as e:
             yield {"data": json.dumps({"error": {"message": e.message, "type": e.type, "param": None,
                                                  "code": e.code}})}
+        if job.finish_reason != "error":
+            yield chunk(job, choice("", job.finish_reason), kind)
+            if job.usage_wanted():
+                yield {"data": json.dumps({"id": job.id, "object": kind, "created": job.created,
+                                           "model": job.body.model, "choices": [], "usage": job.usage()})}
+        yield {"data": "[DONE]"}
 
     def client(request: Request) -> str:
         return "page" if request.headers.get("x-loom-client") == "page" else "api"

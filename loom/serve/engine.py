@@ -109,7 +109,7 @@ class Engine:
 
     def stream(self, prompt: list[int], max_tokens: int, **settings) -> Iterator[int]:
         """The tokens of one request as a plain iterator (for scripts and tests); closing it
-        cancels the request. The finish reason is in the iterator's `.finish` list at the end."""
+        cancels the request, and a failed generation raises `RuntimeError`."""
         import queue
 
         box: queue.Queue = queue.Queue()
