@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = reason.add_parser(name, help=helptext)
         p.add_argument("--backend", required=True,
                        help="loom:RUN_DIR | hf:MODEL_DIR | openai:BASE_URL[#model=NAME] (key from OPENAI_API_KEY)")
-        p.add_argument("--program", help="a program JSON file, or a built-in program's name (graph strategy)")
+        p.add_argument("--program", help="a program: a JSON file, a plan in loom's Python subset (.py), "
+                                         "or a built-in program's name (graph strategy)")
         p.add_argument("--samples", type=_at_least(1), default=5,
                        help="self-consistency: chains of thought to vote over")
         p.add_argument("--device", default="cpu", help="for loom: and hf: backends: cpu, cuda, cuda:N or mps")

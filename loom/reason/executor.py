@@ -474,7 +474,7 @@ class Executor:
     def _loop(self, n: Node, scope: dict, path: dict, started: float) -> None:
         s, p = n.spec, path[n.id]
         assert n.body is not None
-        cap = int(s.get("max_iterations", 20 if "until" in s else 1000))
+        cap = int(s.get("max_iterations", 1000 if "for_each" in s else 20))
         with self._lock:
             items = list(scope[s["for_each"]]) if "for_each" in s else None
         if items is not None and not isinstance(scope[s["for_each"]], (list, tuple, str)):
@@ -483,12 +483,16 @@ class Executor:
             self._map(n, scope, path, items, cap, started)
             return
         with self._lock:
-            progress = self._state.loops.setdefault(p, {"iteration": 0, "carry": dict(s.get("init", {})),
+            start = {**s.get("init", {}), **{var: scope[outer] for var, outer in s.get("init_from", {}).items()}}
+            progress = self._state.loops.setdefault(p, {"iteration": 0, "carry": start,
                                                         "collected": {out: [] for out in s.get("collect", {})}})
         capped = False
         while True:
             i = progress["iteration"]
             if items is not None and i >= len(items):
+                break
+            if "while" in s and progress.get("scope") is None and not evaluate(
+                    s["while"], {**dict(scope), **progress["carry"]}):
                 break
             if i >= cap:
                 capped = True

@@ -16,11 +16,13 @@ A program has `inputs` (variable names given when it runs) and `nodes`, each of 
             skipped.
   loop      runs `body` (a list of nodes, a sub-program) once per item of `for_each` (the item
             in variable `as`, its position in `index`), or again and again `until` a condition
-            holds, never more than `max_iterations` times. Variables in `carry` (with their
-            `init`) pass from one iteration to the next and out of the loop: inside the body
-            they read as the value the iteration started with, and what the body writes to
-            them is the next iteration's value. `collect` maps an output list to the body
-            variable it gathers from every iteration.
+            holds (checked after each iteration) or `while` one holds (checked before each, so
+            perhaps never), never more than `max_iterations` times. Variables in `carry` pass
+            from one iteration to the next and out of the loop, starting from their `init`
+            value or from the outer variable `init_from` names: inside the body they read as
+            the value the iteration started with, and what the body writes to them is the next
+            iteration's value. `collect` maps an output list to the body variable it gathers
+            from every iteration.
   answer    `value`: a template; the program's answer.
 
 Dependencies are the variables: a node runs after the nodes that produce the variables it reads
@@ -53,7 +55,8 @@ FIELDS = {
     "model": {"prompt", "output", "max_tokens", "stop", "temperature", "seed", "parse"},
     "tool": {"tool", "expr", "text", "code", "inputs", "query", "index", "k", "output"},
     "branch": {"condition", "ask", "then", "else"},
-    "loop": {"for_each", "as", "index", "until", "max_iterations", "body", "carry", "init", "collect"},
+    "loop": {"for_each", "as", "index", "until", "while", "max_iterations", "body", "carry", "init", "init_from",
+             "collect"},
     "answer": {"value"},
 }
 COMMON = {"id", "kind", "after", "note"}
@@ -87,9 +90,11 @@ class Node:
             return template_names(s["query"], self.id)
         # a loop reads its list, its condition's outer names and what its body reads from outside
         names = {s["for_each"]} if "for_each" in s else set()
+        names |= set(s.get("init_from", {}).values())
         inner = self.loop_locals()
-        if "until" in s:
-            names |= expression_names(s["until"]) - inner
+        for key in ("until", "while"):
+            if key in s:
+                names |= expression_names(s[key]) - inner
         assert self.body is not None
         names |= self.body.free_variables() - inner
         return names
@@ -191,7 +196,8 @@ def template_names(template: str, node_id: str = "?") -> set[str]:
 
 
 def load_program(source: str | Path | dict) -> Program:
-    """A validated program from a JSON file, a JSON string or a dict."""
+    """A validated program from a JSON file, a plan in loom's Python subset (a `.py` file, see
+    `loom.reason.plan_code`), a JSON string or a dict."""
     where = "program"
     if isinstance(source, dict):
         raw = source
@@ -204,6 +210,13 @@ def load_program(source: str | Path | dict) -> Program:
                 text = path.read_text(encoding="utf-8")
             except OSError as e:
                 raise ProgramError(f"cannot read the program {path}: {e}") from None
+            if path.suffix == ".py":
+                from loom.reason.plan_code import compile_plan  # the subset compiles to the JSON form
+
+                raw = compile_plan(text, name=path.stem, where=where)
+                program = _parse(raw, where, top=True)
+                validate(program, where)
+                return program
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
@@ -278,15 +291,18 @@ def _check_fields(spec: dict, node_id: str, kind: str, where: str) -> None:
             raise ProgramError(f"{where}: node {node_id!r} (branch) needs \"then\" and/or \"else\" node lists")
     elif kind == "loop":
         need("body")
-        if ("for_each" in spec) == ("until" in spec):
-            raise ProgramError(f"{where}: node {node_id!r} (loop) needs exactly one of \"for_each\" and \"until\"")
-        cap = spec.get("max_iterations", 20 if "until" in spec else MAX_ITERATIONS)
+        if sum(key in spec for key in ("for_each", "until", "while")) != 1:
+            raise ProgramError(f"{where}: node {node_id!r} (loop) needs exactly one of \"for_each\", \"until\" "
+                               "and \"while\"")
+        cap = spec.get("max_iterations", MAX_ITERATIONS if "for_each" in spec else 20)
         if not isinstance(cap, int) or not 1 <= cap <= MAX_ITERATIONS:
             raise ProgramError(f"{where}: node {node_id!r}: max_iterations must be 1 to {MAX_ITERATIONS}, not {cap!r}")
         for key in ("for_each", "as", "index"):
             is_var(key)
-        if not isinstance(spec.get("carry", []), list) or not isinstance(spec.get("collect", {}), dict):
-            raise ProgramError(f"{where}: node {node_id!r}: \"carry\" is a list of names, \"collect\" an object")
+        if not isinstance(spec.get("carry", []), list) or not all(
+                isinstance(spec.get(key, {}), dict) for key in ("collect", "init", "init_from")):
+            raise ProgramError(f"{where}: node {node_id!r}: \"carry\" is a list of names; \"collect\", \"init\" and "
+                               "\"init_from\" are objects")
 
 
 def validate(program: Program, where: str = "program", outer: set[str] | None = None, top: bool = True) -> None:
@@ -324,10 +340,14 @@ def validate(program: Program, where: str = "program", outer: set[str] | None = 
                                f"the program does not take as input (inputs: {', '.join(program.inputs) or 'none'})")
         if n.kind == "loop":
             assert n.body is not None
-            init = n.spec.get("init", {})
+            init, init_from = n.spec.get("init", {}), n.spec.get("init_from", {})
             for var in n.spec.get("carry", []):
-                if var not in init:
-                    raise ProgramError(f"{where}: loop {n.id!r} carries {var!r} but gives it no \"init\" value")
+                if (var in init) == (var in init_from):
+                    raise ProgramError(f"{where}: loop {n.id!r} carries {var!r}: give it one start value, in "
+                                       "\"init\" (a value) or \"init_from\" (an outer variable)")
+            for var in set(init) | set(init_from):
+                if var not in n.spec.get("carry", []):
+                    raise ProgramError(f"{where}: loop {n.id!r} starts {var!r}, which it does not carry")
             body_writes = set(n.body.producers())
             for out, inner in n.spec.get("collect", {}).items():
                 if inner not in body_writes:

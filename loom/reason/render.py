@@ -105,7 +105,7 @@ def mermaid(program: Program, trace: list[dict], max_iterations: int = 12) -> st
         lines.append(node_line(n.id, n, info[n.id]["detail"], info[n.id]["status"], "    "))
         if n.kind == "loop" and n.body is not None and n.id in ends:
             body_lines(n.id, n.body, int(ends[n.id].get("iterations", 0)),
-                       bool(n.spec.get("carry")) or "until" in n.spec)
+                       bool(n.spec.get("carry")) or "for_each" not in n.spec)
             if ends[n.id].get("iterations"):
                 lines.append(f"    {_mid(n.id)} -.-> {_mid(n.id + '[0]/')}")
     for a, b, label in _edges(program):

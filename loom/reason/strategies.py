@@ -74,4 +74,4 @@ def builtin_program(name: str) -> Program:
 def resolve_program(spec: str) -> Program:
     """A program from a file path or a built-in name."""
     path = Path(spec)
-    return load_program(path) if path.suffix == ".json" or path.is_file() else builtin_program(spec)
+    return load_program(path) if path.suffix in (".json", ".py") or path.is_file() else builtin_program(spec)

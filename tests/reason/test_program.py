@@ -51,7 +51,7 @@ def test_every_builtin_program_is_valid():
      "branch 'b': 'then' names 'nowhere'"),
     (prog({"id": "l", "kind": "loop", "for_each": "q", "carry": ["acc"], "body": [
         {"id": "s", "kind": "model", "prompt": "{item}{acc}", "output": "acc"}]}, {**ANSWER, "value": "{acc}"}),
-     "loop 'l' carries 'acc' but gives it no \"init\""),
+     "loop 'l' carries 'acc': give it one start value"),
     (prog({"id": "l", "kind": "loop", "until": "True", "max_iterations": 100000, "body": [ASK]}, ANSWER),
      "max_iterations must be 1 to 1000"),
     (prog(ASK, {**ASK, "id": "ask2"}, ANSWER), "only the arms of one branch may write the same variable"),
