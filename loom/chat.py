@@ -176,16 +176,17 @@ def render(tok: Tokenizer, messages: list[Message], add_generation_prompt: bool 
     return Rendered(ids, mask)
 
 
-def jinja_template() -> str:
-    """The same template for transformers (`tokenizer.chat_template`), built from `ROLE_TOKENS`."""
+def jinja_template(with_bos: bool = True) -> str:
+    """The same template for transformers (`tokenizer.chat_template`), built from `ROLE_TOKENS`.
+    `with_bos` False leaves out the leading <|bos|>, for runtimes that add it themselves."""
     role = " ".join(f"{{%- {'if' if i == 0 else 'elif'} message['role'] == '{name}' %}}{{{{ '{token}' }}}}"
                     for i, (name, token) in enumerate(ROLE_TOKENS.items()))
     calls = ("{%- for call in message.get('tool_calls') or [] %}"
              f"{{{{ '{TOOL_CALL}' + {{'name': call['function']['name'], "
              "'arguments': call['function']['arguments']} | tojson }}"
              "{%- endfor %}")
-    return (f"{{{{ '{BOS}' }}}}"
-            "{%- for message in messages %}"
+    return ((f"{{{{ '{BOS}' }}}}" if with_bos else "")
+            + "{%- for message in messages %}"
             f"{role}{{%- endif %}}"
             "{{ message['content'] or '' }}"
             f"{calls}"

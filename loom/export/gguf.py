@@ -149,4 +149,6 @@ def add_tokenizer(writer, gguf, tok, tokenizer_json: Path, vocab_size: int) -> N
     writer.add_eot_token_id(tok.token_id(END_OF_TURN))
     writer.add_pad_token_id(tok.pad_id)
     writer.add_add_bos_token(True)  # llama.cpp prepends <|bos|> to a prompt, as loom does
-    writer.add_chat_template(jinja_template())
+    # ...so the template leaves it out: llama.cpp tokenizes the rendered chat with its BOS added,
+    # and a template that wrote one too would give two
+    writer.add_chat_template(jinja_template(with_bos=False))

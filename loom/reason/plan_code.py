@@ -20,9 +20,10 @@ The subset; anything else is refused with its line and the reason:
                         wherever it stands in the expression, becomes a node of its own
   ask(PROMPT, ...)      the model (a `model` node). PROMPT is an f-string, a string whose
                         {name} fields are variables or keyword arguments (`ask("Is {n} even?",
-                        n=total)`), or any expression (`ask(question)`); the keywords max_tokens, stop, parse, temperature and seed
-                        set the call. As an `if` test, `ask(...)` is a yes/no question put to
-                        the model (a branch that asks).
+                        n=total)`), or any expression (`ask(question)`); the keywords
+                        max_tokens, stop, parse, temperature and seed set the call. As an
+                        `if` test, `ask(...)` is a yes/no question put to the model (a branch
+                        that asks).
   calc(TEXT)            arithmetic on the text (the `calc` tool); TEXT as ask's PROMPT
   search(QUERY, k=3, index="name")   BM25 passages (the `retrieve` tool)
   answer(EXPR)          the program's answer: the last statement, or the last of both arms of a
@@ -348,6 +349,10 @@ class _Compiler:
                 raise self.error(stmt, final.reason)
             if final != name:
                 body_nodes.append(self.copy(final, name, line))
+        for output, source in loop.collect.items():
+            if not any(n.get("output") == source for n in body_nodes):  # the item itself: a node to gather
+                loop.collect[output] = self.temp("value", line)
+                body_nodes.append(self.copy(source, loop.collect[output], line))
         if not body_nodes:
             raise self.error(stmt, "the loop's body computes nothing")
         if carry:
@@ -540,9 +545,10 @@ def _assigned_in(stmts: list[ast.stmt]) -> set[str]:
 
 
 def _appended_in(stmts: list[ast.stmt]) -> set[str]:
-    return {n.func.value.id for stmt in stmts for n in ast.walk(stmt)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "append"
-            and isinstance(n.func.value, ast.Name)}
+    """The lists a loop body's own statements append to (a nested loop's appends are its own)."""
+    return {s.value.func.value.id for s in stmts
+            if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Attribute)
+            and s.value.func.attr == "append" and isinstance(s.value.func.value, ast.Name)}
 
 
 def _reads_name(stmts: list[ast.stmt], name: str, skip_append: bool) -> bool:

@@ -2,11 +2,13 @@
 metadata key; and the reordering of query and key rows is the one that makes llama.cpp's
 adjacent-pair rotary compute loom's attention."""
 
+import numpy as np
+import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 
 from conftest import run_loom
-from loom.chat import END_OF_TURN, jinja_template
+from loom.chat import END_OF_TURN, Message, jinja_template, render
 from loom.checkpoint import load_trained_model
 from loom.export.gguf import export_gguf, gguf_names, interleave_heads
 from loom.model.gpt import apply_rope, rope_tables
@@ -55,7 +57,7 @@ def test_the_file_reads_back_with_every_tensor_shape_and_key(tiny_run, tmp_path)
     assert value(reader, "tokenizer.ggml.bos_token_id") == tok.bos_id
     assert value(reader, "tokenizer.ggml.eos_token_id") == tok.eos_id
     assert value(reader, "tokenizer.ggml.eot_token_id") == tok.token_id(END_OF_TURN)
-    assert value(reader, "tokenizer.chat_template") == jinja_template()
+    assert value(reader, "tokenizer.chat_template") == jinja_template(with_bos=False)  # llama.cpp adds the BOS
     assert len(reader.fields["tokenizer.ggml.merges"].data) > 100
 
 
@@ -93,3 +95,37 @@ def test_interleaved_rows_under_adjacent_pair_rotary_give_loom_attention_scores(
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-3)
     plain = scores(rope_adjacent, wq, wk)
     assert not torch.allclose(plain, ours, rtol=1e-2, atol=1e-1)  # without the reordering they differ
+
+
+def test_llama_cpp_computes_loom_logits_and_tokens(tiny_run, tmp_path):
+    """Where llama-cpp-python is installed (it builds llama.cpp from source: about 4 minutes on
+    2 cores, more than CI can spare, so CI does not install it): llama.cpp reads the file,
+    tokenizes as loom does, renders the chat as loom does, and its logits are loom's to within
+    1e-3 (max absolute difference; measured 1.0e-4 in fp32) and KL 1e-6 (measured 1e-9)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
+                                    "(pip install llama-cpp-python builds it, ~4 minutes)")
+    import jinja2
+
+    run_dir, _ = tiny_run
+    model, tok, cfg = load_trained_model(run_dir)
+    path = export_gguf(run_dir, tmp_path / "tiny.gguf", say=lambda _: None)
+    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=64, n_batch=64, n_threads=2, verbose=False)
+    try:
+        text = "def add(a, b):\n    return a + b\n\nclass Point:\n    x = 1\n"
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text)
+        conversation = [Message("system", "Be brief."), Message("user", "Hi there"), Message("assistant", "Hello.")]
+        rendered = jinja2.Template(jinja_template(with_bos=False)).render(
+            messages=[{"role": m.role, "content": m.content} for m in conversation], add_generation_prompt=False)
+        assert llm.tokenize(rendered.encode(), add_bos=True, special=True) == render(tok, conversation).ids
+
+        prompt = [tok.bos_id, *tok.encode(text)]
+        llm.reset()
+        llm.eval(prompt)
+        theirs = np.array(llm.scores[:len(prompt)], dtype=np.float64)
+    finally:
+        llm.close()
+    with torch.no_grad():
+        ours = model(torch.tensor([prompt]))[0].double().numpy()
+    assert np.abs(ours - theirs).max() <= 1e-3
+    log_p, log_q = (x - np.logaddexp.reduce(x, axis=-1, keepdims=True) for x in (ours, theirs))
+    assert (np.exp(log_p) * (log_p - log_q)).sum(-1).max() <= 1e-6

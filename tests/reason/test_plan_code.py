@@ -201,7 +201,7 @@ def test_a_plan_file_loads_like_a_json_program(tmp_path):
     ("x = 1\nwhile ask('go on?'):\n    x += 1\nanswer(x)", 2, "a while condition is an expression"),
     ("x = 1\nwhile x < 3:\n    y = 2\nanswer(x)", 2, "changes nothing its condition reads"),
     ("xs = [1]\nfor w in words(question):\n    xs.append(w)\nanswer(xs)", 2, "not a list made empty"),
-    ("xs = []\nfor w in words(question):\n    if w:\n        xs.append(w)\nanswer(xs)", 3, "append inside an if"),
+    ("xs = []\nfor w in words(question):\n    if w:\n        xs.append(w)\nanswer(xs)", 4, "collects only at the top"),
     ("xs = []\nxs.append(1)\nanswer(xs)", 2, "collects only at the top of a loop's body"),
     ("x = ask(f'{question!r}')\nanswer(x)", 1, "conversions and format specs"),
     ("words = words(question)\nanswer(words)", 1, "'words' cannot be a variable here"),
