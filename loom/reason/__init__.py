@@ -9,7 +9,7 @@ Public surface: `solve` (answer one question with a strategy), `evaluate_strateg
 
 from loom.reason.backends import make_backend
 from loom.reason.executor import Budget, Executor
-from loom.reason.program import load_program
+from loom.reason.plan_code import load_program
 from loom.reason.retrieval import build_index, search
 from loom.reason.solve import evaluate_strategies, solve, strategies_table
 

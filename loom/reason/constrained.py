@@ -156,10 +156,12 @@ class PlanContext:
 
 @dataclass
 class PlanState:
-    """One plan being written: its tokens, text, completed-line context and matcher."""
+    """One plan being written: its tokens and text, the line being written, what the completed
+    lines define, and the current line's matcher."""
 
     ids: list[int]
     text: str
+    line: str
     context: PlanContext
     matcher: object
     done: bool = False
@@ -168,7 +170,7 @@ class PlanState:
 class PlanDecoder:
     """Masks for writing a plan with a loom tokenizer: `start()`, then `mask(state)` (a boolean
     array over the vocabulary) and `advance(state, token)` until `state.done` (the end-of-text
-    token was chosen)."""
+    token was chosen, which the mask allows only after `answer(...)`)."""
 
     def __init__(self, tokenizer, inputs: tuple[str, ...] = ("question",), max_lines: int = 24, max_depth: int = 3,
                  index: str | None = None):
@@ -183,7 +185,7 @@ class PlanDecoder:
 
     def start(self) -> PlanState:
         context = PlanContext(self.inputs)
-        return PlanState([], "", context, self._matcher("", context))
+        return PlanState([], "", "", context, self._matcher(context, ""))
 
     def mask(self, state: PlanState) -> np.ndarray:
         import llguidance.numpy as lln
@@ -204,45 +206,54 @@ class PlanDecoder:
         state.ids.append(token)
         piece = self.tok.decode([token], skip_special_tokens=False)
         state.text += piece
-        if "\n" in piece:  # a line ended: the next one gets a grammar over what it may now read
-            done, _ = state.text.rsplit("\n", 1)
-            for line in done.split("\n")[state.context.lines:]:
-                state.context.add_line(line)
-            state.matcher = self._matcher(done + "\n", state.context)
-            if not state.matcher.consume_tokens(state.ids):
-                raise RuntimeError(f"replaying the plan so far failed: {state.matcher.get_error()}")
+        if "\n" not in piece:
+            state.line += piece
+            return
+        # a line ended: the next one gets a grammar over the names it may now read
+        end, partial = piece.split("\n", 1)
+        state.context.add_line(state.line + end)
+        if partial.strip(" "):
+            raise RuntimeError(f"the tokenizer joins a line break to what follows ({piece!r}); constrained plans "
+                               "need one that keeps whitespace apart, as loom's byte-level BPE does")
+        state.line = partial
+        state.matcher = self._matcher(state.context, partial)
 
     def plan(self, state: PlanState) -> str:
         return state.text.rstrip("\n") + "\n"
 
     # -- the grammar -----------------------------------------------------------------------------
 
-    def _matcher(self, prefix: str, context: PlanContext):
-        grammar = self.grammar(prefix, context)
-        compiled = self._llg.LLMatcher.grammar_from_lark(grammar)
+    def _matcher(self, context: PlanContext, partial: str):
+        compiled = self._llg.LLMatcher.grammar_from_lark(self.grammar(context, partial))
         return self._llg.LLMatcher(self.ll_tokenizer, compiled)
 
-    def grammar(self, prefix: str, context: PlanContext) -> str:
-        """The Lark grammar for the completed lines (`prefix`, literally) and the next line."""
-        rules = [f"start: {_literal(prefix)} line" if prefix else "start: line"]
+    def grammar(self, context: PlanContext, partial: str = "") -> str:
+        """The Lark grammar of the next line, whose first `partial` spaces are written already,
+        through its line break and the indentation of the line after."""
         if context.answered:
-            return 'start: ' + (_literal(prefix) if prefix else '""') + "\n"
+            return 'start: ""\n'
         finishing = context.lines + 1 + sum(not f.closable for f in context.frames) >= self.max_lines
         open_blocks = context.lines + len(context.frames) + 3 < self.max_lines
-        alternatives = []
+        rules, alternatives = [], []
         for depth in context.depths():
-            alternatives.append(f"line_{depth}")
-            rules += self._line(depth, context, finishing, open_blocks)
-        rules.append("line: " + " | ".join(alternatives))
-        rules.append(r"TAIL: /[^ \n][^\n]*/")
+            if len(INDENT) * depth < len(partial):
+                continue
+            line = self._line(depth, context, finishing, open_blocks, " " * (len(INDENT) * depth - len(partial)))
+            if line:
+                alternatives.append(f"line_{depth}")
+                rules += line
+        if not alternatives:  # cannot happen for a context built by add_line; say so rather than mask everything
+            raise RuntimeError(f"no line fits after {context.lines} lines of the plan")
+        rules.insert(0, "start: " + " | ".join(alternatives))
         rules.append(r'TEXT: /([ !#-\[\]-z|~]|\\n|\\"){0,60}/')  # printable ASCII; no quote, backslash or brace
-        rules.append(r"NUMBER: /-?(0|[1-9][0-9]{0,5})/")
         rules.append(r'WORDS: /([ !#-\[\]-z|~]|\\n|\\"){0,20}/')
+        rules.append(r"NUMBER: /-?(0|[1-9][0-9]{0,5})/")
+        rules.append(r"TAIL: /[^ \n][^\n]*/")  # never reached: the grammar is rebuilt at each line break
         return "\n".join(rules) + "\n"
 
-    def _line(self, d: int, context: PlanContext, finishing: bool, open_blocks: bool) -> list[str]:
+    def _line(self, d: int, context: PlanContext, finishing: bool, open_blocks: bool, indent: str) -> list[str]:
         loads, stores = context.loadable(d), context.storable(d)
-        ind = _literal(INDENT * d) + " " if d else ""
+        ind = _literal(indent) + " " if indent else ""
         rules = [f"name_{d}: " + " | ".join(_literal(n) for n in loads)]
         rules += _expressions(d)
         rules.append(f'template_{d}: "\\"" TEXT ("{{" name_{d} "}}" TEXT)~0..4 "\\""')
@@ -253,7 +264,13 @@ class PlanDecoder:
         statements = []
 
         def after(assigned: str | None) -> str:
-            return self._newline(context.next_depths(d, assigned))
+            depths = context.next_depths(d, assigned)
+            unfinished = [f for f in context.frames_at(d) if f.kind == "while"
+                          and not f.condition & (f.assigned | ({assigned} if assigned else set()))]
+            if context.lines + 2 + len(unfinished) >= self.max_lines:  # the next line finishes: keep to
+                # the depths where it can (the answer's, or inside the while loop still to end)
+                depths = [s for s in depths if s == 0 or any(f.depth <= s for f in unfinished)]
+            return self._newline(depths)
 
         frames = context.frames_at(d)
         top = frames[-1]
@@ -282,14 +299,15 @@ class PlanDecoder:
                 statements.append(f'"if " (e0_{d} | "ask(" template_{d} ")") ":" {inner}')
                 if stores:
                     rules.append(f"cond_{d}: " + " | ".join(_literal(n) for n in stores))
-                    statements.append(f'"while " cond_{d} " " OP_{d} " " e1_{d} ":" {inner}')
+                    # no call in a while condition: it is checked before each iteration, in-process
+                    statements.append(f'"while " cond_{d} " " OP_{d} " " e2_{d} ":" {inner}')
                 closing = [f for f in context.frames if f.depth > d]
                 if closing and closing[0].kind == "if" and closing[0].depth == d + 1:  # an if just ended
                     statements.append(f'("elif " e0_{d} | "else") ":" {inner}')
         if d == 0 and top.statements and not pending:
             statements.append(f'"answer(" e0_{d} ")" "\\n"?')
-        if not statements:  # cannot happen for a well-formed context; say so rather than mask everything
-            raise RuntimeError(f"no statement fits at depth {d} after {context.lines} lines")
+        if not statements:  # near the end, the lines that do not lead there
+            return []
         rules.append(f"line_{d}: {ind}(" + " | ".join(statements) + ")")
         return rules
 
@@ -299,6 +317,9 @@ class PlanDecoder:
         return f"NEW_{d}: /[a-z][a-z0-9_]{{0,11}}/ & ~/({'|'.join(map(re.escape, excluded))})/"
 
     def _newline(self, depths: list[int]) -> str:
+        """The line break and the next line's indentation, then a stand-in for its first word:
+        llguidance allows only the tokens loom's tokenizer would choose for the text, and that
+        choice ("\\n   " then " word") depends on what follows the spaces."""
         options = " | ".join((_literal(INDENT * k) + " " if k else "") + "TAIL" for k in sorted(set(depths)))
         return f'"\\n" ({options})'
 
@@ -311,7 +332,8 @@ def _expressions(d: int) -> list[str]:
     for level in range(3):
         inner = f"e{level + 1}_{d}" if level < 2 else f"atom_{d}"
         unit = [f"atom_{d}"]
-        if level < 2:
+        if level < 2:  # the model's and the calculator's answers may sit inside an expression
+            unit += [f'"ask(" template_{d} ")"', f'"calc(" template_{d} ")"']
             unit += [f'({functions}) "(" {inner} (", " {inner})? ")" ("[" {inner} "]")?', f'"(" {inner} ")"',
                      f'name_{d} "[" {inner} "]"', f'name_{d} "." ({methods}) "(" {inner}? ")"']
         rules.append(f"u{level}_{d}: " + " | ".join(unit))

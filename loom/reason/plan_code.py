@@ -53,9 +53,11 @@ import copy
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from loom.reason import program as json_program
 from loom.reason.expressions import FUNCTIONS, ExpressionError, expression_names
-from loom.reason.program import ProgramError, template_names
+from loom.reason.program import Program, ProgramError, template_names
 
 CALLS = ("ask", "calc", "search")
 ASK_SETTINGS = ("max_tokens", "stop", "parse", "temperature", "seed")
@@ -104,6 +106,19 @@ def compile_plan(source: str, inputs: tuple[str, ...] | list[str] = ("question",
     _simplify(nodes, compiler.copies)
     _restore_names(nodes, compiler.base)
     return {"name": name, "description": description, "inputs": list(inputs), "nodes": nodes}
+
+
+def load_program(source) -> Program:
+    """A validated program from a plan in the Python subset (a `.py` file), or from anything
+    `loom.reason.program.load_program` reads (a JSON file or string, a dict)."""
+    if isinstance(source, (str, Path)) and str(source).endswith(".py") and "\n" not in str(source):
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ProgramError(f"cannot read the plan {path}: {e}") from None
+        return json_program.load_program(compile_plan(text, name=path.stem, where=str(path)))
+    return json_program.load_program(source)
 
 
 class _Compiler:

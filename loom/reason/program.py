@@ -196,8 +196,8 @@ def template_names(template: str, node_id: str = "?") -> set[str]:
 
 
 def load_program(source: str | Path | dict) -> Program:
-    """A validated program from a JSON file, a plan in loom's Python subset (a `.py` file, see
-    `loom.reason.plan_code`), a JSON string or a dict."""
+    """A validated program from a JSON file, a JSON string or a dict (`loom.reason.load_program`
+    also reads plans in loom's Python subset)."""
     where = "program"
     if isinstance(source, dict):
         raw = source
@@ -210,13 +210,6 @@ def load_program(source: str | Path | dict) -> Program:
                 text = path.read_text(encoding="utf-8")
             except OSError as e:
                 raise ProgramError(f"cannot read the program {path}: {e}") from None
-            if path.suffix == ".py":
-                from loom.reason.plan_code import compile_plan  # the subset compiles to the JSON form
-
-                raw = compile_plan(text, name=path.stem, where=where)
-                program = _parse(raw, where, top=True)
-                validate(program, where)
-                return program
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loom.errors import LoomError
+from loom.reason.plan_code import load_program as load_plan_or_program
 from loom.reason.program import Program, load_program
 
 STRATEGIES = ("direct", "cot", "sc", "graph")
@@ -74,4 +75,6 @@ def builtin_program(name: str) -> Program:
 def resolve_program(spec: str) -> Program:
     """A program from a file path or a built-in name."""
     path = Path(spec)
-    return load_program(path) if path.suffix in (".json", ".py") or path.is_file() else builtin_program(spec)
+    if path.suffix in (".json", ".py") or path.is_file():
+        return load_plan_or_program(path)
+    return builtin_program(spec)
