@@ -547,9 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-seconds", type=_at_least(0, float), default=0.0, help="budget: seconds (0: none)")
         if name == "ask":
             p.add_argument("question", help="the question, in quotes")
-            p.add_argument("--strategy", default="graph", choices=["direct", "cot", "sc", "graph"],
+            p.add_argument("--strategy", default="graph", choices=["direct", "cot", "sc", "graph", "code"],
                            help="direct: one call; cot: chain of thought; sc: self-consistency; "
-                                "graph: sub-questions planned by the model or --program (default)")
+                                "graph: sub-questions planned by the model or --program (default); "
+                                "code: the model writes a plan in loom's Python subset, decoded so that it "
+                                "compiles (loom: backends)")
             p.add_argument("--rag", help="an index from `loom index build`: retrieved passages go into the prompts")
             p.add_argument("--k", type=_at_least(1), default=3, help="passages retrieved")
             p.add_argument("--parallel", type=_at_least(1), default=4, help="steps run at once")
@@ -557,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(func=cmd_reason_ask)
         else:
             p.add_argument("--suite", required=True, help="a generated suite (loom eval --list)")
-            p.add_argument("--strategies", default="direct,cot,graph", help="comma-separated: direct, cot, sc, graph")
+            p.add_argument("--strategies", default="direct,cot,graph",
+                           help="comma-separated: direct, cot, sc, graph, code")
             p.add_argument("--difficulty", help="comma-separated difficulties (default: the suite's)")
             p.add_argument("--items", type=_at_least(1), default=20, help="test items per difficulty (default 20)")
             p.add_argument("--seed", type=int, default=0, help="the seed the items are drawn with (default 0)")

@@ -78,8 +78,12 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def to_json(self) -> str:
+        """The tokenizer as Hugging Face's tokenizer.json text (for libraries that read that)."""
+        return self._hf.to_str()
+
     def sha256(self) -> str:
-        return hashlib.sha256(self._hf.to_str().encode()).hexdigest()
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_bytes(Path(path), self._hf.to_str(pretty=True).encode())

@@ -185,6 +185,36 @@ class LoomLM:
         return [cut_at_stop(t, stop, skip_leading_whitespace) for t in texts]
 
 
+    def generate_masked(self, ids: list[int], max_new_tokens: int, allowed, advance, temperature: float = 0.0,
+                        seed: int = 0) -> list[int]:
+        """Generation under a constraint: before each token `allowed()` gives a boolean numpy
+        mask over the vocabulary and `advance(token)` is told the token chosen. Ends at
+        <|eos|> (which the mask must allow for the text to end) or after `max_new_tokens`
+        (as many as the context leaves). Returns the new ids, <|eos|> last when it came."""
+        ids = list(ids)[-(self.max_len - 1):]
+        max_new_tokens = max(0, min(max_new_tokens, self.max_len - len(ids)))
+        cache = KVCache(self.model.cfg, 1, len(ids) + max_new_tokens, self.device,
+                        next(self.model.parameters()).dtype)
+        rng = torch.Generator(device=self.device).manual_seed(seed)
+        new: list[int] = []
+        if not max_new_tokens:
+            return new
+        logits = self.model(torch.tensor([ids], device=self.device), cache=cache)[0, -1].float()
+        for _ in range(max_new_tokens):
+            mask = torch.from_numpy(np.asarray(allowed(), dtype=bool)).to(self.device)
+            logits = logits[: mask.numel()].masked_fill(~mask[: logits.numel()], float("-inf"))
+            if temperature <= 0:
+                token = int(torch.argmax(logits))
+            else:
+                token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=rng))
+            advance(token)
+            new.append(token)
+            if token == self.tok.eos_id or cache.length >= cache.max_len:
+                break
+            logits = self.model(torch.tensor([[token]], device=self.device), cache=cache)[0, -1].float()
+        return new
+
+
 def sliding_windows(n: int, max_len: int) -> list[tuple[int, int]]:
     """(start, first scored position within the window) of the windows that score tokens 1..n-1
     of a sequence of n tokens: the first window from 0, then windows of max_len tokens advancing

@@ -180,7 +180,7 @@ class PlanDecoder:
         self.tok = tokenizer
         self.eos = tokenizer.eos_id
         self.vocab = tokenizer.vocab_size
-        self.ll_tokenizer = llguidance.LLTokenizer(tokenizer._hf.to_str(), eos_token=self.eos)
+        self.ll_tokenizer = llguidance.LLTokenizer(tokenizer.to_json(), eos_token=self.eos)
         self.inputs, self.max_lines, self.max_depth, self.index = tuple(inputs), max_lines, max_depth, index
 
     def start(self) -> PlanState:

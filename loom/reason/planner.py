@@ -113,3 +113,48 @@ def plan_program(plan: Plan, rag_index: str | None = None, k: int = 3) -> Progra
     name = "direct (no decomposition)" if plan.fallback else "least-to-most"
     return load_program({"name": name, "inputs": ["question"], "nodes": nodes,
                          "description": "planned by the model" if not plan.fallback else "planner fell back"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans written as code, under constrained decoding
+# ---------------------------------------------------------------------------------------------
+
+# What a model trained on loom's planning data (`loom.reason.plan_data`) sees before it writes a
+# plan; the plan follows, in the Python subset of `loom.reason.plan_code`.
+CODE_PLAN = "# Question: {question}\n# A plan that answers it:\n"
+
+
+@dataclass
+class CodePlan:
+    question: str
+    text: str
+    ended: bool  # the plan reached answer(...) within its token budget
+    fallback: bool  # it did not, or did not compile: the question was answered directly
+    tokens: int = 0
+    error: str = ""
+
+    def to_json(self) -> dict:
+        return {"question": self.question, "text": self.text, "ended": self.ended, "fallback": self.fallback,
+                "tokens": self.tokens, "error": self.error}
+
+
+def write_plan(question: str, backend: Backend, max_tokens: int = 400, temperature: float = 0.0,
+               seed: int = 0) -> tuple[CodePlan, Program]:
+    """The model writes a plan for `question` under constrained decoding (so it compiles and
+    validates whatever the model's logits); a plan cut short by `max_tokens` falls back to
+    answering directly, and says so."""
+    from loom.reason.constrained import PlanDecoder
+    from loom.reason.plan_code import PlanError, compile_plan
+    from loom.reason.strategies import direct_program
+
+    settings = GenerationSettings(max_tokens=max_tokens, stop=(), temperature=temperature, seed=seed)
+    text, ended, c = backend.complete_constrained(CODE_PLAN.format(question=question), PlanDecoder, settings)
+    plan = CodePlan(question, text, ended, fallback=not ended, tokens=c.prompt_tokens + c.completion_tokens)
+    if ended:
+        try:
+            return plan, load_program(compile_plan(text, name="planned by the model (code)"))
+        except PlanError as e:  # the constraint should make this impossible; if not, say it, do not hide it
+            plan.fallback, plan.error = True, str(e)
+    else:
+        plan.error = f"the plan did not reach answer(...) within {max_tokens} tokens"
+    return plan, direct_program()

@@ -14,7 +14,7 @@ from pathlib import Path
 from loom.errors import LoomError
 from loom.reason.backends import Backend, GenerationSettings
 from loom.reason.executor import Budget, Executor
-from loom.reason.planner import decompose, plan_program
+from loom.reason.planner import decompose, plan_program, write_plan
 from loom.reason.program import Program
 from loom.reason.strategies import PROGRAM_DIR, STRATEGIES, cot_program, direct_program
 
@@ -38,6 +38,9 @@ def solve(question: str, backend: Backend, strategy: str = "graph", program: Pro
         program = cot_program(rag_index, k)
     elif strategy == "sc":
         program = cot_program(rag_index, k, samples=samples)
+    elif strategy == "code":
+        plan, program = write_plan(question, backend)
+        notes.append(("plan", plan.to_json()))
     elif program is None:
         plan = decompose(question, backend)
         program = plan_program(plan, rag_index, k)
@@ -49,7 +52,7 @@ def solve(question: str, backend: Backend, strategy: str = "graph", program: Pro
         raise LoomError(f"program {program.name!r} must take the input \"question\" (it takes "
                         f"{', '.join(program.inputs) or 'nothing'})")
     executor = Executor(backend, workdir, max_parallel=max_parallel, budget=budget, settings=settings)
-    spent = (plan.attempts, plan.tokens) if plan is not None else (0, 0)  # the planning calls count too
+    spent = ((getattr(plan, "attempts", 1), plan.tokens) if plan is not None else (0, 0))  # planning counts too
     result = executor.run(program, {"question": question}, resume=resume, notes=notes, spent=spent)
     out = {**result.to_json(), "strategy": strategy, "program": program.name}
     if plan is not None:

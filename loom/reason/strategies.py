@@ -22,7 +22,7 @@ from loom.errors import LoomError
 from loom.reason.plan_code import load_program as load_plan_or_program
 from loom.reason.program import Program, load_program
 
-STRATEGIES = ("direct", "cot", "sc", "graph")
+STRATEGIES = ("direct", "cot", "sc", "graph", "code")
 PROGRAM_DIR = Path(__file__).parent / "programs"
 
 

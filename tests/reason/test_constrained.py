@@ -11,6 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from loom.reason import solve
+from loom.reason.backends import GenerationSettings
+from loom.reason.backends.loom_run import LoomBackend
 from loom.reason.constrained import PlanDecoder, sample_plan
 from loom.reason.plan_code import compile_plan
 from loom.reason.program import load_program
@@ -118,3 +121,35 @@ def test_names_are_read_only_where_they_hold_a_value(tok):
     assert not decoder.mask(decoder.start())[tok.eos_id]
     assert writable("", "xs = []\nfor v in words(question):\n    xs.append(v)\nanswer(xs)")
     assert not writable("", "xs = []\nfor v in words(question):\n    xs.append(v)\n    xs.append(v)\n")  # once
+
+
+def test_a_loom_model_writes_plans_under_the_constraint_and_the_code_strategy_runs_them(short_docs, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from loom.eval.lm import LoomLM
+    from loom.model import GPT
+
+    cfg, small = short_docs
+    torch.manual_seed(0)  # a random model of its own (what it writes is noise, but noise that compiles),
+    # with room for a plan: 1024 positions
+    lm = LoomLM(GPT(dataclasses.replace(cfg.model, max_seq_len=1024)), small.tok)
+    backend = LoomBackend.from_lm(lm)
+    for seed in range(3):
+        text, ended, completion = backend.complete_constrained(
+            "# Question: what?\n", lambda t: PlanDecoder(t, max_lines=2),
+            GenerationSettings(max_tokens=1000, temperature=1.0, seed=seed))
+        assert ended and completion.finish_reason == "stop", text
+        load_program(compile_plan(text))
+    result = solve('Take the last letters of "ab cd".', backend, "code", workdir=tmp_path / "code")
+    plan = result["plan"]
+    assert plan["text"] and plan["tokens"] > 0
+    if plan["fallback"]:  # cut short by the token budget: answered directly, and the reason is there
+        assert result["program"] == "direct" and "did not reach answer" in plan["error"]
+    else:
+        assert result["program"] == "planned by the model (code)"
+        load_program(compile_plan(plan["text"]))
+    assert result["status"] in ("done", "error", "empty-answer")  # a random plan may fail as it runs, in words
+    if result["status"] == "error":
+        assert result["error"]

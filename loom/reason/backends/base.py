@@ -65,6 +65,15 @@ class Backend(ABC):
     def complete(self, prompts: Sequence[str], settings: GenerationSettings) -> list[Completion]:
         """One completion per prompt, in the order of `prompts`."""
 
+    def complete_constrained(self, prompt: str, make_decoder,
+                             settings: GenerationSettings) -> tuple[str, bool, Completion]:
+        """A continuation of `prompt` written under a token-level constraint: `make_decoder(tokenizer)`
+        gives the decoder (`start`, `mask`, `advance`, `plan`; `loom.reason.constrained.PlanDecoder`).
+        Returns (text, whether it ended as the constraint allows, the completion's counts).
+        Backends without the model's logits cannot."""
+        raise BackendError(f"{self.name} cannot decode under a constraint: that needs the model's logits "
+                           "(use a loom: backend)")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

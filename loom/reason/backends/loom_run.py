@@ -55,3 +55,17 @@ class LoomBackend(Backend):
                 finish = "length" if n_new >= settings.max_tokens else "stop"
                 out.append(Completion(text, len(self.lm.encode(prompt)) + 1, n_new, finish))
         return out
+
+    def complete_constrained(self, prompt: str, make_decoder,
+                             settings: GenerationSettings) -> tuple[str, bool, Completion]:
+        with self._lock:
+            if getattr(self, "_decoder_for", None) is not make_decoder:  # building one reads the vocabulary
+                self._decoder, self._decoder_for = make_decoder(self.lm.tok), make_decoder
+            decoder = self._decoder
+            state = decoder.start()
+            ids = [self.lm.tok.bos_id, *self.lm.encode(prompt)]
+            new = self.lm.generate_masked(ids, settings.max_tokens, lambda: decoder.mask(state),
+                                          lambda token: decoder.advance(state, token), settings.temperature,
+                                          settings.seed)
+        text = decoder.plan(state) if state.done else state.text
+        return text, state.done, Completion(text, len(ids), len(new), "stop" if state.done else "length")
