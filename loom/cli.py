@@ -345,6 +345,16 @@ def _default_workdir(kind: str) -> str:
     return f"runs/{kind}/{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def cmd_reason_data(args) -> int:
+    from loom.reason.plan_data import planning_documents
+    from loom.util import atomic_write_text
+
+    documents = list(planning_documents(args.plans, args.steps, args.max_difficulty, args.seed))
+    atomic_write_text(Path(args.out), "".join(json.dumps({"text": d}) + "\n" for d in documents))
+    print(f"{len(documents)} documents ({sum(d.startswith('# Question') for d in documents)} plans) -> {args.out}")
+    return 0
+
+
 def cmd_reason_eval(args) -> int:
     from loom.reason import evaluate_strategies, strategies_table
     from loom.reason.strategies import resolve_program
@@ -566,6 +576,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0, help="the seed the items are drawn with (default 0)")
             p.add_argument("--out", help="write the rows as JSON here too")
             p.set_defaults(func=cmd_reason_eval)
+
+    p = reason.add_parser("data", help="training data for a planner: questions with their plans (Python subset) "
+                                        "and the step questions the plans ask, as JSONL documents")
+    p.add_argument("--out", required=True, help="the JSONL file ({\"text\": ...} per line; a jsonl data source)")
+    p.add_argument("--plans", type=_at_least(1), default=400, help="plan examples per suite (default 400)")
+    p.add_argument("--steps", type=_at_least(1), default=400, help="step questions per sub-skill (default 400)")
+    p.add_argument("--max-difficulty", type=_at_least(1), default=6,
+                   help="the longest question planned in training (default 6); evaluate beyond it")
+    p.add_argument("--seed", type=int, default=0, help="the seed the questions are drawn with (default 0)")
+    p.set_defaults(func=cmd_reason_data)
 
     index = sub.add_parser("index", help="BM25 retrieval indexes for reasoning (--rag, retrieve nodes)"
                            ).add_subparsers(dest="index_command", required=True, metavar="COMMAND")

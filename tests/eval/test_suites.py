@@ -34,6 +34,10 @@ DIFFICULTIES = {
     "scan": [SCAN_MIN_TEST_ACTIONS, 30, 48],
     "word_problems": [1, 3, 10],
     "code_output": [1, 4, 10],
+    "sum_list": [2, 4, 16],
+    "halve_or_triple": [1, 4, 16],
+    "doubling": [1, 4, 16],
+    "step": [1, 2, 6],
 }
 # code_output runs every item in the sandbox: fewer of them keep the file fast.
 N = {name: 8 if name == "code_output" else 25 for name in NAMES}
@@ -65,6 +69,10 @@ def test_suite_names_and_order():
         "scan",
         "word_problems",
         "code_output",
+        "sum_list",
+        "halve_or_triple",
+        "doubling",
+        "step",
     ]
     for name, suite in SUITES.items():
         assert suite.name == name and suite.description

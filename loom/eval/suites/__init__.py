@@ -23,7 +23,11 @@ Suites (`SUITES`, in this order), each with `difficulty` meaning:
     longest test sequence (default 48, the longest SCAN has, so at least 24);
   - `word_problems`: quantity stories and list manipulations of S steps (S, default 3);
   - `code_output`: what a short Python program prints, S statements before its one print (S,
-    default 4; nested loops from 6). The truth is the program's output in `loom.sandbox`.
+    default 4; nested loops from 6). The truth is the program's output in `loom.sandbox`;
+  - `sum_list` (K numbers, default 4), `halve_or_triple` (K steps of the Collatz rule, default 4)
+    and `doubling` (K doublings past a bound, default 4): tasks whose decomposition is a loop (with
+    a branch inside, or of a length to be found), for planning; `step` (numbers of N digits,
+    default 2) holds the one-step questions their plans ask (`loom.eval.suites.loops`).
 
 Every suite draws from `random.Random(f"{suite}/{split}/{difficulty}/{seed}")`, never the global
 generator, so the same call gives the same items on any machine and Python version. Train and
@@ -48,6 +52,7 @@ from loom.eval.suites.arithmetic import Addition, Multiplication
 from loom.eval.suites.base import SPLITS, Item, Suite
 from loom.eval.suites.code_output import CodeOutput
 from loom.eval.suites.letters import Concat, LastLetter, LastLetters
+from loom.eval.suites.loops import Doubling, HalveOrTriple, Step, SumList
 from loom.eval.suites.scan import Scan
 from loom.eval.suites.word_problems import WordProblems
 
@@ -64,6 +69,10 @@ SUITES: dict[str, Suite] = {
         Scan(),
         WordProblems(),
         CodeOutput(),
+        SumList(),
+        HalveOrTriple(),
+        Doubling(),
+        Step(),
     )
 }
 
