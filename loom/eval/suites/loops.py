@@ -68,8 +68,7 @@ class Doubling(Suite):
     name = "doubling"
     description = "how many doublings take a number past a bound (K doublings)"
     default_difficulty = 4
-    _question = re.compile(r"Start at (\d+) and double it until it is more than (\d+)\. How many times do you double "
-                           r"it\?")
+    _question = re.compile(r"Start at (\d+)\. Double it until it is over (\d+)\. How many doublings\?")
 
     def answer_chars(self, difficulty: int | None = None) -> int:
         return 4
@@ -81,8 +80,7 @@ class Doubling(Suite):
         n, count = start, 0
         while n <= bound:
             n, count = n * 2, count + 1
-        return f"Start at {start} and double it until it is more than {bound}. How many times do you double it?", \
-            str(count)
+        return f"Start at {start}. Double it until it is over {bound}. How many doublings?", str(count)
 
     def _solve(self, question):
         start, bound = (int(g) for g in match_question(self._question, question).groups())
