@@ -230,8 +230,12 @@ class PlanDecoder:
     def grammar(self, context: PlanContext, partial: str = "") -> str:
         """The Lark grammar of the next line, whose first `partial` spaces are written already,
         through its line break and the indentation of the line after."""
+        # no_forcing: where the grammar leaves one way on (": " then the indentation), llguidance
+        # would otherwise allow only the tokens it takes for that text's own tokenization, which
+        # differs from the one the model learnt when a word follows (the "\n   " of "\n    total")
+        head = '%llguidance {"no_forcing": true}\n'
         if context.answered:
-            return 'start: ""\n'
+            return head + 'start: ""\n'
         finishing = context.lines + 1 + sum(not f.closable for f in context.frames) >= self.max_lines
         open_blocks = context.lines + len(context.frames) + 3 < self.max_lines
         rules, alternatives = [], []
@@ -244,7 +248,7 @@ class PlanDecoder:
                 rules += line
         if not alternatives:  # cannot happen for a context built by add_line; say so rather than mask everything
             raise RuntimeError(f"no line fits after {context.lines} lines of the plan")
-        rules.insert(0, "start: " + " | ".join(alternatives))
+        rules.insert(0, head + "start: " + " | ".join(alternatives))
         rules.append(r'TEXT: /([ !#-\[\]-z|~]|\\n|\\"){0,60}/')  # printable ASCII; no quote, backslash or brace
         rules.append(r'WORDS: /([ !#-\[\]-z|~]|\\n|\\"){0,20}/')
         rules.append(r"NUMBER: /-?(0|[1-9][0-9]{0,5})/")

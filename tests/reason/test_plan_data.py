@@ -45,10 +45,16 @@ def test_each_plan_answers_its_suite_at_every_length(suite, tmp_path):
             assert result.status == "done" and score(item, result.answer), (item, result)
 
 
-def test_every_plan_is_in_the_form_the_constrained_decoder_writes():
-    stdlib = Path(sys.modules["os"].__file__).parent
-    tok = train_tokenizer([p.read_text(encoding="utf-8", errors="replace") for p in sorted(stdlib.glob("*.py"))[:30]],
-                          600)
+@pytest.mark.parametrize("corpus", ["stdlib", "plans"])
+def test_every_plan_is_in_the_form_the_constrained_decoder_writes(corpus):
+    """Token by token, as the tokenizer splits it; with a tokenizer trained on the planning data
+    itself, whose whitespace merges differ ("\n   " then " total")."""
+    if corpus == "stdlib":
+        stdlib = Path(sys.modules["os"].__file__).parent
+        texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(stdlib.glob("*.py"))[:30]]
+    else:
+        texts = list(planning_documents(n_plans=300, n_steps=300, max_difficulty=CAP))
+    tok = train_tokenizer(texts, 600 if corpus == "stdlib" else 1024)
     decoder = PlanDecoder(tok)
     for suite, plan in PLANS.items():
         state = decoder.start()
