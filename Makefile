@@ -24,7 +24,7 @@ quickstart: install
 	$(BIN)/loom quickstart
 
 test: install
-	$(BIN)/ruff check loom tests bench
+	$(BIN)/ruff check loom tests bench experiments
 	$(BIN)/python -m pytest
 
 clean:

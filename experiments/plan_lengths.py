@@ -1,0 +1,173 @@
+"""Issue 16, item 4: does a model that learnt to write plans answer questions longer than any it
+was trained on? One command: planning data (`loom.reason.plan_data`) up to a length cap, a model
+trained on it from nothing, then each suite asked at lengths from below the cap to 4x it with
+each strategy: `direct` (one call), `code` (the model writes the plan under constrained decoding,
+then runs it), `graph` (the hand-written plan, run by the same model), and `cot` on request.
+For `code`, also how often the model's plan is the hand-written one, exactly.
+
+    python experiments/plan_lengths.py [--out runs/exp-plan-lengths] [--size small|gpu]
+        [--seeds 3] [--items 5] [--cap 4] [--lengths 2,4,8,16] [--strategies direct,code,graph]
+
+Writes OUT/table.md (accuracy with a 95% Wilson interval over seeds x items, per suite, length
+and strategy), OUT/rows.json and OUT/accuracy.png (accuracy against length, one line per
+strategy, a panel per suite). The default size fits 30 minutes on 2 CPU cores; `--size gpu`
+trains longer and wider (pass `--device cuda`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+SIZES = {  # model and training per size; the data scales with the steps
+    "small": {"model": ["model.n_layer=4", "model.n_head=8", "model.n_kv_head=4", "model.d_model=256"],
+              "steps": 600, "plans": 2000, "step_items": 4000},
+    "gpu": {"model": ["model.n_layer=12", "model.n_head=12", "model.n_kv_head=4", "model.d_model=768"],
+            "steps": 5000, "plans": 20000, "step_items": 60000},
+}
+
+
+def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (Wilson 1927): sound at 0 and 1 too."""
+    if n == 0:
+        return 0.0, 1.0
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/exp-plan-lengths")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--items", type=int, default=5)
+    ap.add_argument("--cap", type=int, default=4, help="the longest question planned in training")
+    ap.add_argument("--lengths", default="2,4,8,16")
+    ap.add_argument("--strategies", default="direct,code,graph")
+    ap.add_argument("--suites", default="last_letters,sum_list,halve_or_triple,doubling")
+    ap.add_argument("--steps", type=int, help="training steps (default: the size's)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    from loom.config import load_config
+    from loom.data import build_dataset
+    from loom.reason import evaluate_strategies
+    from loom.reason.backends.loom_run import LoomBackend
+    from loom.reason.plan_code import load_program
+    from loom.reason.plan_data import PLANS, planning_documents
+    from loom.train import train
+    from loom.util import atomic_write_text
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    size = SIZES[args.size]
+    corpus = out / "plans.jsonl"
+    if not corpus.is_file():
+        docs = planning_documents(size["plans"], size["step_items"], args.cap)
+        atomic_write_text(corpus, "".join(json.dumps({"text": d}) + "\n" for d in docs))
+    cfg = load_config("quickstart", [
+        f'run.dir="{out}/runs"', 'run.name="planner"', f'data.dir="{out}/data"',
+        f'data.sources=[{{name="plans", kind="jsonl", path="{corpus}", domain="code:python"}}]', "data.mixture={}",
+        # generated, templated data: the web-text quality rules and near-duplicate removal would
+        # take most of it (a plan differs from its siblings only in the question)
+        "quality.enabled=false", "dedup.near=false", "tokenizer.vocab_size=1024", "tokenizer.train_bytes=2000000",
+        *size["model"], f"train.steps={args.steps or size['steps']}", "train.eval_every=200", "train.ckpt_every=200",
+        f'train.device="{args.device}"'])
+    build_dataset(cfg)
+    train(cfg)
+    backend = LoomBackend(cfg.run_dir, args.device)
+
+    lengths = [int(x) for x in args.lengths.split(",")]
+    strategies = args.strategies.split(",")
+    rows = []
+    for suite in args.suites.split(","):
+        program = load_program({"name": f"{suite} (hand-written)", **_compiled(PLANS[suite])})
+        for seed in range(args.seeds):
+            work = out / "eval" / suite / f"seed{seed}"
+            for row in evaluate_strategies(suite, backend, strategies, lengths, args.items, seed, program, work,
+                                           log=lambda _: None):
+                row["seed"] = seed
+                row["right"] = round(row["accuracy"] * row["items"])
+                if row["strategy"] == "code":
+                    row["exact_plans"] = _exact_plans(work / "code" / f"d{row['difficulty']}", PLANS[suite])
+                rows.append(row)
+                print(f"[exp] {suite} length {row['difficulty']} seed {seed} {row['strategy']}: "
+                      f"{row['right']}/{row['items']}", file=sys.stderr)
+    atomic_write_text(out / "rows.json", json.dumps(rows, indent=2) + "\n")
+    table = _table(rows, lengths, strategies, args)
+    atomic_write_text(out / "table.md", table)
+    _plot(rows, lengths, strategies, out / "accuracy.png", args.cap)
+    print(table, end="")
+    return 0
+
+
+def _compiled(plan: str) -> dict:
+    from loom.reason.plan_code import compile_plan
+
+    raw = compile_plan(plan)
+    return {"inputs": raw["inputs"], "nodes": raw["nodes"]}
+
+
+def _exact_plans(folder: Path, plan: str) -> int:
+    exact = 0
+    for trace in folder.glob("*/trace.jsonl"):
+        for line in trace.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "plan":
+                exact += event["text"] == plan
+    return exact
+
+
+def _table(rows: list[dict], lengths: list[int], strategies: list[str], args) -> str:
+    lines = [f"Training cap: length {args.cap}; {args.seeds} seeds x {args.items} items per cell; "
+             "accuracy [95% Wilson interval]; for code, exact plans / plans written.\n",
+             "| suite | length | " + " | ".join(strategies) + " |", "|---|---:|" + "---:|" * len(strategies)]
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        for length in lengths:
+            cells = []
+            for strategy in strategies:
+                mine = [r for r in rows if r["suite"] == suite and r["difficulty"] == length
+                        and r["strategy"] == strategy]
+                right, n = sum(r["right"] for r in mine), sum(r["items"] for r in mine)
+                low, high = wilson(right, n)
+                cell = f"{right / max(n, 1):.0%} [{low:.0%}, {high:.0%}]"
+                if strategy == "code":
+                    cell += f", plans {sum(r['exact_plans'] for r in mine)}/{n}"
+                cells.append(cell)
+            lines.append(f"| {suite} | {length} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], lengths: list[int], strategies: list[str], path: Path, cap: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suites = list(dict.fromkeys(r["suite"] for r in rows))
+    fig, axes = plt.subplots(1, len(suites), figsize=(4 * len(suites), 3.2), squeeze=False)
+    for ax, suite in zip(axes[0], suites):
+        for strategy in strategies:
+            ys = []
+            for length in lengths:
+                mine = [r for r in rows if r["suite"] == suite and r["difficulty"] == length
+                        and r["strategy"] == strategy]
+                ys.append(sum(r["right"] for r in mine) / max(1, sum(r["items"] for r in mine)))
+            ax.plot(lengths, ys, marker="o", label=strategy)
+        ax.axvline(cap, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(suite)
+        ax.set_xlabel("length (training cap dotted)")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
