@@ -58,7 +58,7 @@ def main() -> int:
     from loom.data import build_dataset
     from loom.reason import evaluate_strategies
     from loom.reason.backends.loom_run import LoomBackend
-    from loom.reason.plan_code import load_program
+    from loom.reason.plan_code import compile_plan, load_program
     from loom.reason.plan_data import PLANS, planning_documents
     from loom.train import train
     from loom.util import atomic_write_text
@@ -86,7 +86,7 @@ def main() -> int:
     strategies = args.strategies.split(",")
     rows = []
     for suite in args.suites.split(","):
-        program = load_program({"name": f"{suite} (hand-written)", **_compiled(PLANS[suite])})
+        program = load_program(compile_plan(PLANS[suite], name=f"{suite} (hand-written)"))
         for seed in range(args.seeds):
             work = out / "eval" / suite / f"seed{seed}"
             for row in evaluate_strategies(suite, backend, strategies, lengths, args.items, seed, program, work,
@@ -104,13 +104,6 @@ def main() -> int:
     _plot(rows, lengths, strategies, out / "accuracy.png", args.cap)
     print(table, end="")
     return 0
-
-
-def _compiled(plan: str) -> dict:
-    from loom.reason.plan_code import compile_plan
-
-    raw = compile_plan(plan)
-    return {"inputs": raw["inputs"], "nodes": raw["nodes"]}
 
 
 def _exact_plans(folder: Path, plan: str) -> int:

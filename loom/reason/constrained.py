@@ -21,7 +21,6 @@ loops close, then `answer(...)`.
 
 from __future__ import annotations
 
-import ast
 import json
 import keyword
 import re
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from loom.reason.expressions import FUNCTIONS, METHODS
+from loom.reason.expressions import FUNCTIONS, METHODS, expression_names
 
 INDENT = "    "
 OPERATORS = ("+", "-", "*", "//", "%", "==", "!=", "<", ">", "<=", ">=", "and", "or")
@@ -80,7 +79,7 @@ class PlanContext:
             if head == "for":
                 new.defined.add(text[4:].split(" in ", 1)[0])
             if head == "while":
-                new.condition = _names(text[len("while "):-1])
+                new.condition = expression_names(text[len("while "):-1])
             self.frames.append(new)
         elif ".append(" in text.split(" ", 1)[0]:
             frame.appended.add(text.split(".", 1)[0])
@@ -349,14 +348,6 @@ def _expressions(d: int) -> list[str]:
 
 def _literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
-
-def _names(expr: str) -> set[str]:
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def sample_plan(decoder: PlanDecoder, logits_fn, rng: np.random.Generator, max_tokens: int = 600,

@@ -259,7 +259,7 @@ class _Compiler:
         branch: dict = {"id": self.node_id("if", stmt.lineno), "kind": "branch"}
         test = stmt.test
         if _plan_call(test) == "ask":
-            branch["ask"] = self.template_of(test.args[0], self.fields(test, nodes, env), nodes, env)
+            branch["ask"] = self.template_of(test.args[0], self.fields(test), nodes, env)
         else:
             branch["condition"] = self.expression(test, nodes, env)
         arms = {}
@@ -423,7 +423,8 @@ class _Compiler:
         nodes.append(node)
         return output
 
-    def fields(self, call: ast.Call, nodes: list[dict], env: dict) -> dict:
+    def fields(self, call: ast.Call) -> dict:
+        """A yes/no `ask`'s keyword fields (its settings do not apply to a branch's question)."""
         if len(call.args) != 1:
             raise self.error(call, "ask takes one string (the question) and keyword arguments")
         return {k.arg: k.value for k in call.keywords if k.arg not in ASK_SETTINGS}
@@ -447,31 +448,26 @@ class _Compiler:
                     parts.append("{" + self.value_name(part.value, nodes, env, line) + "}")
             return "".join(parts)
         if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            used: set[str] = set()
+
+            def graph_name(base: str) -> str:
+                used.add(base)
+                if base in fields:
+                    return self.value_name(fields[base], nodes, env, line)
+                if base in env:
+                    return self.read(env, base, value)
+                raise self.error(value, f"the prompt's {{{base}}} is neither a variable nor a keyword argument")
+
             try:
-                parsed = list(string.Formatter().parse(value.value))
+                template = _map_fields(value.value, graph_name)
             except ValueError as e:
                 raise self.error(value, f"bad {{field}} in {value.value!r} ({e}); "
                                  "write a literal brace as {{ or }}") from None
-            out = []
-            for literal, name, spec, conversion in parsed:
-                out.append(literal.replace("{", "{{").replace("}", "}}"))
-                if name is None:
-                    continue
-                base = name.split(".")[0].split("[")[0]
-                rest = name[len(base):]
-                if base in fields:
-                    graph_name = self.value_name(fields[base], nodes, env, line)
-                elif base in env:
-                    graph_name = self.read(env, base, value)
-                else:
-                    raise self.error(value, f"the prompt's {{{base}}} is neither a variable nor a keyword argument")
-                out.append("{" + graph_name + rest + (f"!{conversion}" if conversion else "")
-                           + (f":{spec}" if spec else "") + "}")
-            unused = set(fields) - {n.split(".")[0].split("[")[0] for _, n, _, _ in parsed if n}
+            unused = set(fields) - used
             if unused:
                 raise self.error(value, f"keyword argument(s) {', '.join(sorted(unused))} name no {{field}} "
                                  "of the prompt")
-            return "".join(out)
+            return template
         if fields:
             raise self.error(value, "keyword fields go with a string prompt: ask(\"... {x} ...\", x=...)")
         return "{" + self.value_name(value, nodes, env, line) + "}"  # the value's text is the prompt
@@ -739,15 +735,21 @@ def _restore_names(nodes: list[dict], base: dict[str, str]) -> None:
                 _rename_node(n, mapping)
 
 
-def _rename_template(template: str, mapping: dict[str, str]) -> str:
+def _map_fields(template: str, rename) -> str:
+    """`template` with each {field}'s variable (the name before any `.` or `[`) replaced by
+    `rename(name)`, literal text and braces kept."""
     out = []
     for literal, name, spec, conversion in string.Formatter().parse(template):
         out.append(literal.replace("{", "{{").replace("}", "}}"))
         if name is not None:
-            base = name.split(".")[0].split("[")[0]
-            out.append("{" + mapping.get(base, base) + name[len(base):] + (f"!{conversion}" if conversion else "")
+            base = _field_base(name)
+            out.append("{" + rename(base) + name[len(base):] + (f"!{conversion}" if conversion else "")
                        + (f":{spec}" if spec else "") + "}")
     return "".join(out)
+
+
+def _field_base(field: str) -> str:
+    return field.split(".")[0].split("[")[0]
 
 
 def _rename_expression(expr: str, mapping: dict[str, str]) -> str:
@@ -762,7 +764,7 @@ def _rename_expression(expr: str, mapping: dict[str, str]) -> str:
 def _rename_node(n: dict, mapping: dict[str, str]) -> None:
     for key in ("prompt", "value", "ask", "text", "query"):
         if key in n:
-            n[key] = _rename_template(n[key], mapping)
+            n[key] = _map_fields(n[key], lambda name: mapping.get(name, name))
     for key in ("condition", "while", "until") + (("expr",) if n.get("tool") == "expr" else ()):
         if key in n:
             n[key] = _rename_expression(n[key], mapping)

@@ -132,6 +132,7 @@ class CodePlan:
     fallback: bool  # it did not, or did not compile: the question was answered directly
     tokens: int = 0
     error: str = ""
+    attempts: int = 1  # model calls the planning took (one constrained decode)
 
     def to_json(self) -> dict:
         return {"question": self.question, "text": self.text, "ended": self.ended, "fallback": self.fallback,

@@ -52,7 +52,7 @@ def solve(question: str, backend: Backend, strategy: str = "graph", program: Pro
         raise LoomError(f"program {program.name!r} must take the input \"question\" (it takes "
                         f"{', '.join(program.inputs) or 'nothing'})")
     executor = Executor(backend, workdir, max_parallel=max_parallel, budget=budget, settings=settings)
-    spent = ((getattr(plan, "attempts", 1), plan.tokens) if plan is not None else (0, 0))  # planning counts too
+    spent = (plan.attempts, plan.tokens) if plan is not None else (0, 0)  # the planning calls count too
     result = executor.run(program, {"question": question}, resume=resume, notes=notes, spent=spent)
     out = {**result.to_json(), "strategy": strategy, "program": program.name}
     if plan is not None:
