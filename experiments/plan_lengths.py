@@ -1,12 +1,14 @@
 """Issue 16, item 4: does a model that learnt to write plans answer questions longer than any it
-was trained on? One command: planning data (`loom.reason.plan_data`) up to a length cap, a model
-trained on it from nothing, then each suite asked at lengths from below the cap to 4x it with
-each strategy: `direct` (one call), `code` (the model writes the plan under constrained decoding,
-then runs it), `graph` (the hand-written plan, run by the same model), and `cot` on request.
-For `code`, also how often the model's plan is the hand-written one, exactly.
+was trained on? One command: planning data (`loom.reason.plan_data`: every training question answered
+directly, worked step by step and planned, up to a length cap), a model trained on it from
+nothing, then each suite asked at lengths from below the cap to 4x it with each strategy:
+`direct` (one call), `cot` (a chain of thought, as trained), `code` (the model writes the plan
+under constrained decoding, then runs it), `graph` (the hand-written plan, run by the same
+model); `sc` (self-consistency, 5 chains) on request. For `code`, also how often the model's
+plan is the hand-written one, exactly.
 
     python experiments/plan_lengths.py [--out runs/exp-plan-lengths] [--size small|gpu]
-        [--seeds 3] [--items 5] [--cap 4] [--lengths 2,4,8,16] [--strategies direct,code,graph]
+        [--seeds 3] [--items 5] [--cap 4] [--lengths 2,4,8,16] [--strategies direct,cot,code,graph]
 
 Writes OUT/table.md (accuracy with a 95% Wilson interval over seeds x items, per suite, length
 and strategy), OUT/rows.json and OUT/accuracy.png (accuracy against length, one line per
@@ -18,26 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from common import cell
+
 SIZES = {  # model and training per size; the data scales with the steps
     "small": {"model": ["model.n_layer=4", "model.n_head=8", "model.n_kv_head=4", "model.d_model=256"],
-              "steps": 600, "plans": 2000, "step_items": 4000},
+              "steps": 800, "questions": 1000, "step_items": 30000},
     "gpu": {"model": ["model.n_layer=12", "model.n_head=12", "model.n_kv_head=4", "model.d_model=768"],
-            "steps": 5000, "plans": 20000, "step_items": 60000},
+            "steps": 5000, "questions": 10000, "step_items": 60000},
 }
-
-
-def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (Wilson 1927): sound at 0 and 1 too."""
-    if n == 0:
-        return 0.0, 1.0
-    p = right / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main() -> int:
@@ -48,7 +41,7 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=5)
     ap.add_argument("--cap", type=int, default=4, help="the longest question planned in training")
     ap.add_argument("--lengths", default="2,4,8,16")
-    ap.add_argument("--strategies", default="direct,code,graph")
+    ap.add_argument("--strategies", default="direct,cot,code,graph")
     ap.add_argument("--suites", default="last_letters,sum_list,halve_or_triple,doubling")
     ap.add_argument("--steps", type=int, help="training steps (default: the size's)")
     ap.add_argument("--device", default="cpu")
@@ -68,14 +61,19 @@ def main() -> int:
     size = SIZES[args.size]
     corpus = out / "plans.jsonl"
     if not corpus.is_file():
-        docs = planning_documents(size["plans"], size["step_items"], args.cap)
+        docs = planning_documents(size["questions"], size["step_items"], args.cap)
         atomic_write_text(corpus, "".join(json.dumps({"text": d}) + "\n" for d in docs))
     cfg = load_config("quickstart", [
         f'run.dir="{out}/runs"', 'run.name="planner"', f'data.dir="{out}/data"',
         f'data.sources=[{{name="plans", kind="jsonl", path="{corpus}", domain="code:python"}}]', "data.mixture={}",
         # generated, templated data: the web-text quality rules and near-duplicate removal would
         # take most of it (a plan differs from its siblings only in the question)
-        "quality.enabled=false", "dedup.near=false", "tokenizer.vocab_size=1024", "tokenizer.train_bytes=2000000",
+        "quality.enabled=false", "dedup.near=false",
+        # close to characters, so that a word's last letter is a token the model sees (with 1,024
+        # tokens most of the 200 words are one token each, and the step failed: docs/LOG.md)
+        "tokenizer.vocab_size=384", "tokenizer.train_bytes=2000000",
+        # a question at 4x the cap with its plan or worked steps runs to about 400 tokens
+        "model.max_seq_len=512", "train.seq_len=512", "train.micro_batch=8",
         *size["model"], f"train.steps={args.steps or size['steps']}", "train.eval_every=200", "train.ckpt_every=200",
         f'train.device="{args.device}"'])
     build_dataset(cfg)
@@ -127,11 +125,10 @@ def _table(rows: list[dict], lengths: list[int], strategies: list[str], args) ->
                 mine = [r for r in rows if r["suite"] == suite and r["difficulty"] == length
                         and r["strategy"] == strategy]
                 right, n = sum(r["right"] for r in mine), sum(r["items"] for r in mine)
-                low, high = wilson(right, n)
-                cell = f"{right / max(n, 1):.0%} [{low:.0%}, {high:.0%}]"
+                text = cell(right, n)
                 if strategy == "code":
-                    cell += f", plans {sum(r['exact_plans'] for r in mine)}/{n}"
-                cells.append(cell)
+                    text += f", plans {sum(r['exact_plans'] for r in mine)}/{n}"
+                cells.append(text)
             lines.append(f"| {suite} | {length} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -349,7 +349,11 @@ def cmd_reason_data(args) -> int:
     from loom.reason.plan_data import planning_documents
     from loom.util import atomic_write_text
 
-    documents = list(planning_documents(args.plans, args.steps, args.max_difficulty, args.seed))
+    forms = tuple(f for f in args.forms.split(",") if f)
+    try:
+        documents = list(planning_documents(args.plans, args.steps, args.max_difficulty, args.seed, forms))
+    except ValueError as e:
+        raise LoomError(f"--forms: {e}") from None
     atomic_write_text(Path(args.out), "".join(json.dumps({"text": d}) + "\n" for d in documents))
     print(f"{len(documents)} documents ({sum(d.startswith('# Question') for d in documents)} plans) -> {args.out}")
     return 0
@@ -577,14 +581,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", help="write the rows as JSON here too")
             p.set_defaults(func=cmd_reason_eval)
 
-    p = reason.add_parser("data", help="training data for a planner: questions with their plans (Python subset) "
-                                        "and the step questions the plans ask, as JSONL documents")
+    p = reason.add_parser("data", help="training data for a planner: questions with their plans (Python subset), "
+                                        "answers and worked steps, and the step questions the plans ask, as JSONL")
     p.add_argument("--out", required=True, help="the JSONL file ({\"text\": ...} per line; a jsonl data source)")
-    p.add_argument("--plans", type=_at_least(1), default=400, help="plan examples per suite (default 400)")
+    p.add_argument("--plans", type=_at_least(1), default=400,
+                   help="training questions per suite, each in every form (default 400)")
     p.add_argument("--steps", type=_at_least(1), default=400, help="step questions per sub-skill (default 400)")
     p.add_argument("--max-difficulty", type=_at_least(1), default=6,
                    help="the longest question planned in training (default 6); evaluate beyond it")
     p.add_argument("--seed", type=int, default=0, help="the seed the questions are drawn with (default 0)")
+    p.add_argument("--forms", default="plan,direct,cot",
+                   help="what each question is written as: plan, direct (its answer), cot (worked steps); "
+                        "default all three")
     p.set_defaults(func=cmd_reason_data)
 
     index = sub.add_parser("index", help="BM25 retrieval indexes for reasoning (--rag, retrieve nodes)"

@@ -13,10 +13,20 @@ from rules_backend import RuleBackend
 
 from conftest import run_loom
 from loom.eval.suites import SUITES, score
+from loom.eval.suites.base import Item
 from loom.reason import Executor, load_program
 from loom.reason.constrained import PlanDecoder
+from loom.reason.expressions import final_answer
 from loom.reason.plan_code import compile_plan
-from loom.reason.plan_data import PLANS, SUB_SKILLS, plan_examples, planning_documents
+from loom.reason.plan_data import (
+    COT_PROMPT,
+    FORMS,
+    PLANS,
+    SUB_SKILLS,
+    chain_of_thought,
+    plan_examples,
+    planning_documents,
+)
 from loom.tokenizer import train_tokenizer
 
 CAP = 4  # the longest question in training, here
@@ -24,15 +34,7 @@ CAP = 4  # the longest question in training, here
 
 def oracle() -> RuleBackend:
     """Answers every step question the plans ask, as a perfect model would."""
-    return RuleBackend([
-        (r'What is the last letter of "(\w+)"\?', lambda m: m.group(1)[-1]),
-        (r'Join "(\w*)" and "(\w*)"\.', lambda m: m.group(1) + m.group(2)),
-        (r"What is (\d+) plus (\d+)\?", lambda m: str(int(m.group(1)) + int(m.group(2)))),
-        (r"Is (\d+) even\?", lambda m: "yes" if int(m.group(1)) % 2 == 0 else "no"),
-        (r"What is half of (\d+)\?", lambda m: str(int(m.group(1)) // 2)),
-        (r"What is 3 times (\d+) plus 1\?", lambda m: str(3 * int(m.group(1)) + 1)),
-        (r"What is (\d+) doubled\?", lambda m: str(2 * int(m.group(1)))),
-    ])
+    return RuleBackend([(r'What is the last letter of "(\w+)"\?', lambda m: m.group(1)[-1])])
 
 
 @pytest.mark.parametrize("suite", list(PLANS))
@@ -86,9 +88,38 @@ def test_the_planning_data_holds_no_test_question_and_asks_each_sub_skill():
              for item in SUITES[name].items("test", 30, SUITES[name].default_difficulty, seed=0)]
     index = ContaminationIndex(ngrams(tests))
     assert not [d for d in documents if index.contains(d)]
-    steps = [d for d in documents if d.startswith("Q: ")]
-    for form in ("plus", "even", "half of", "3 times", "doubled", "last letter", "Join"):
-        assert any(form in d for d in steps), form
+    steps = [q for d in documents for q in re.findall(r'^Q: What is the last letter of "(\w+)"', d, re.M)]
+    assert len(steps) >= 60 and {len(word) for word in steps} == set(range(3, 10))
+
+
+def test_step_questions_survive_exact_deduplication():
+    """A step suite has one question per word; grouped into documents, 4,000 items stay 4,000."""
+    documents = [d for d in planning_documents(n_plans=1, n_steps=4000, max_difficulty=CAP, forms=("direct",))
+                 if d.startswith('Q: What is the last letter of "')]
+    assert len(set(documents)) == len(documents) == -(-7 * -(-4000 // 7) // 8)
+    assert sum(d.count("\nA: ") for d in documents) >= 4000
+
+
+@pytest.mark.parametrize("suite", list(PLANS))
+def test_each_question_is_written_as_plan_answer_and_worked_steps(suite):
+    """The same training questions in the three forms the strategies are asked in; the chain of
+    thought ends in the suite's answer, read back the way the cot strategy reads it."""
+    documents = list(planning_documents(n_plans=8, n_steps=1, max_difficulty=CAP, forms=FORMS))
+    mine = [d for d in documents if any(e["question"] in d for e in plan_examples(suite, 8, CAP))]
+    assert len(mine) == 3 * 8
+    for plan, direct, cot in zip(mine[0::3], mine[1::3], mine[2::3]):
+        question = re.match(r"# Question: (.*)\n", plan).group(1)
+        assert direct.startswith(f"Q: {question}\nA: ") and cot.startswith(COT_PROMPT.format(question=question))
+        item = Item(suite, "x", question, direct.split("\nA: ", 1)[1].strip(), 0)
+        assert SUITES[suite].check(item) and final_answer(cot) == item.answer
+    for length in (CAP, 4 * CAP):  # the worked steps are right beyond the cap too
+        for item in SUITES[suite].items("test", 5, length, seed=2):
+            steps = chain_of_thought(suite, item.question, item.answer)
+            assert final_answer(steps) == item.answer and steps.count(".") >= length
+    only_plans = list(planning_documents(n_plans=8, n_steps=1, max_difficulty=CAP, forms=("plan",)))
+    assert all(d.startswith(("# Question", "Q: What is the last letter")) for d in only_plans)
+    with pytest.raises(ValueError, match="choose from plan, direct, cot"):
+        list(planning_documents(forms=("plans",)))
 
 
 def test_loom_reason_data_writes_the_documents(tmp_path):
@@ -99,3 +130,7 @@ def test_loom_reason_data_writes_the_documents(tmp_path):
                     cwd=tmp_path).stdout
     lines = [json.loads(line)["text"] for line in out.read_text().splitlines()]
     assert lines == list(planning_documents(5, 6, 3)) and f"{len(lines)} documents (20 plans)" in said
+    run_loom("reason", "data", "--out", str(out), "--plans", "5", "--forms", "plan", cwd=tmp_path)
+    assert len(out.read_text().splitlines()) == 20 + -(-7 * -(-400 // 7) // 8)  # 20 plans, the step items
+    bad = run_loom("reason", "data", "--out", str(out), "--forms", "plan,answers", cwd=tmp_path, ok=False)
+    assert bad.returncode != 0 and "--forms" in bad.stderr and "choose from" in bad.stderr
