@@ -23,7 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-from common import cell
+from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled
+
+from loom.eval.stats import accuracy_with_interval as cell
 
 SIZES = {  # model and training per size; the data scales with the steps
     "small": {"model": ["model.n_layer=4", "model.n_head=8", "model.n_kv_head=4", "model.d_model=256"],
@@ -49,31 +51,21 @@ def main() -> int:
 
     from loom.config import load_config
     from loom.data import build_dataset
-    from loom.reason import evaluate_strategies
+    from loom.reason import strategies_plot
     from loom.reason.backends.loom_run import LoomBackend
-    from loom.reason.plan_code import compile_plan, load_program
-    from loom.reason.plan_data import PLANS, planning_documents
     from loom.train import train
     from loom.util import atomic_write_text
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
-    corpus = out / "plans.jsonl"
-    if not corpus.is_file():
-        docs = planning_documents(size["questions"], size["step_items"], args.cap)
-        atomic_write_text(corpus, "".join(json.dumps({"text": d}) + "\n" for d in docs))
+    corpus = planning_corpus(out / "plans.jsonl", size["questions"], size["step_items"], args.cap)
     cfg = load_config("quickstart", [
         f'run.dir="{out}/runs"', 'run.name="planner"', f'data.dir="{out}/data"',
         f'data.sources=[{{name="plans", kind="jsonl", path="{corpus}", domain="code:python"}}]', "data.mixture={}",
-        # generated, templated data: the web-text quality rules and near-duplicate removal would
-        # take most of it (a plan differs from its siblings only in the question)
-        "quality.enabled=false", "dedup.near=false",
         # close to characters, so that a word's last letter is a token the model sees (with 1,024
         # tokens most of the 200 words are one token each, and the step failed: docs/LOG.md)
-        "tokenizer.vocab_size=384", "tokenizer.train_bytes=2000000",
-        # a question at 4x the cap with its plan or worked steps runs to about 400 tokens
-        "model.max_seq_len=512", "train.seq_len=512", "train.micro_batch=8",
+        "tokenizer.vocab_size=384", "tokenizer.train_bytes=2000000", *PLANNER_SETTINGS,
         *size["model"], f"train.steps={args.steps or size['steps']}", "train.eval_every=200", "train.ckpt_every=200",
         f'train.device="{args.device}"'])
     build_dataset(cfg)
@@ -82,36 +74,13 @@ def main() -> int:
 
     lengths = [int(x) for x in args.lengths.split(",")]
     strategies = args.strategies.split(",")
-    rows = []
-    for suite in args.suites.split(","):
-        program = load_program(compile_plan(PLANS[suite], name=f"{suite} (hand-written)"))
-        for seed in range(args.seeds):
-            work = out / "eval" / suite / f"seed{seed}"
-            for row in evaluate_strategies(suite, backend, strategies, lengths, args.items, seed, program, work,
-                                           log=lambda _: None):
-                row["seed"] = seed
-                row["right"] = round(row["accuracy"] * row["items"])
-                if row["strategy"] == "code":
-                    row["exact_plans"] = _exact_plans(work / "code" / f"d{row['difficulty']}", PLANS[suite])
-                rows.append(row)
-                print(f"[exp] {suite} length {row['difficulty']} seed {seed} {row['strategy']}: "
-                      f"{row['right']}/{row['items']}", file=sys.stderr)
+    rows = ask_planner(backend, args.suites.split(","), strategies, lengths, args.items, args.seeds, out / "eval")
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2) + "\n")
     table = _table(rows, lengths, strategies, args)
     atomic_write_text(out / "table.md", table)
-    _plot(rows, lengths, strategies, out / "accuracy.png", args.cap)
+    strategies_plot(rows, out / "accuracy.png", label=lambda row: row["strategy"], cap=args.cap)
     print(table, end="")
     return 0
-
-
-def _exact_plans(folder: Path, plan: str) -> int:
-    exact = 0
-    for trace in folder.glob("*/trace.jsonl"):
-        for line in trace.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "plan":
-                exact += event["text"] == plan
-    return exact
 
 
 def _table(rows: list[dict], lengths: list[int], strategies: list[str], args) -> str:
@@ -122,41 +91,14 @@ def _table(rows: list[dict], lengths: list[int], strategies: list[str], args) ->
         for length in lengths:
             cells = []
             for strategy in strategies:
-                mine = [r for r in rows if r["suite"] == suite and r["difficulty"] == length
-                        and r["strategy"] == strategy]
-                right, n = sum(r["right"] for r in mine), sum(r["items"] for r in mine)
-                text = cell(right, n)
+                where = {"suite": suite, "difficulty": length, "strategy": strategy}
+                text = cell(*pooled(rows, **where))
                 if strategy == "code":
-                    text += f", plans {sum(r['exact_plans'] for r in mine)}/{n}"
+                    exact, n = pooled(rows, "exact_plans", **where)
+                    text += f", plans {exact}/{n}"
                 cells.append(text)
             lines.append(f"| {suite} | {length} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _plot(rows: list[dict], lengths: list[int], strategies: list[str], path: Path, cap: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    suites = list(dict.fromkeys(r["suite"] for r in rows))
-    fig, axes = plt.subplots(1, len(suites), figsize=(4 * len(suites), 3.2), squeeze=False)
-    for ax, suite in zip(axes[0], suites):
-        for strategy in strategies:
-            ys = []
-            for length in lengths:
-                mine = [r for r in rows if r["suite"] == suite and r["difficulty"] == length
-                        and r["strategy"] == strategy]
-                ys.append(sum(r["right"] for r in mine) / max(1, sum(r["items"] for r in mine)))
-            ax.plot(lengths, ys, marker="o", label=strategy)
-        ax.axvline(cap, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(suite)
-        ax.set_xlabel("length (training cap dotted)")
-        ax.set_ylim(-0.05, 1.05)
-    axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

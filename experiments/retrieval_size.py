@@ -30,7 +30,7 @@ import random
 import sys
 from pathlib import Path
 
-from common import cell
+from loom.eval.stats import accuracy_with_interval as cell
 
 SIZES = {  # (smaller, larger) model shapes per size, and the training steps of each
     "small": {"models": {"small": ["model.n_layer=2", "model.n_head=4", "model.n_kv_head=2", "model.d_model=128"],

@@ -360,18 +360,23 @@ def cmd_reason_data(args) -> int:
 
 
 def cmd_reason_eval(args) -> int:
-    from loom.reason import evaluate_strategies, strategies_table
+    from loom.reason import evaluate_strategies, strategies_plot, strategies_table
     from loom.reason.strategies import resolve_program
 
     program = resolve_program(args.program) if args.program else None
     difficulties = [int(d) for d in args.difficulty.split(",")] if args.difficulty else None
-    rows = evaluate_strategies(args.suite, _backend(args), args.strategies.split(","), difficulties, args.items,
-                               args.seed, program, args.workdir, args.samples)
+    backend, rows = _backend(args), []
+    for seed in range(args.seed, args.seed + args.seeds):  # each seed draws its own test items
+        workdir = args.workdir and (Path(args.workdir) / f"seed{seed}" if args.seeds > 1 else args.workdir)
+        rows += evaluate_strategies(args.suite, backend, args.strategies.split(","), difficulties, args.items, seed,
+                                    program, workdir, args.samples)
     print(strategies_table(rows), end="")
     if args.out:
         from loom.util import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps(rows, indent=2) + "\n")
+    if args.plot:
+        print(f"[loom] accuracy against length -> {strategies_plot(rows, args.plot)}")
     return 0
 
 
@@ -578,7 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--difficulty", help="comma-separated difficulties (default: the suite's)")
             p.add_argument("--items", type=_at_least(1), default=20, help="test items per difficulty (default 20)")
             p.add_argument("--seed", type=int, default=0, help="the seed the items are drawn with (default 0)")
+            p.add_argument("--seeds", type=_at_least(1), default=1,
+                           help="seeds from --seed on, each drawing its own items; the table pools them, with "
+                                "95%% intervals (default 1)")
             p.add_argument("--out", help="write the rows as JSON here too")
+            p.add_argument("--plot", help="write accuracy against difficulty, a line per strategy, to this PNG")
             p.set_defaults(func=cmd_reason_eval)
 
     p = reason.add_parser("data", help="training data for a planner: questions with their plans (Python subset), "

@@ -106,9 +106,15 @@ class QualityConfig:
 class TokenizerConfig:
     vocab_size: int = 8192
     train_bytes: int = 8_000_000  # size of the corpus sample the BPE merges are learnt from
+    # an existing tokenizer.json to use instead of training one (a base run's, so that a further
+    # stage of training on other data reads the same ids); its size must be vocab_size
+    path: str = ""
 
     def check(self, key: str = "tokenizer") -> None:
         require_positive(self, key, "train_bytes")
+        if self.path and not Path(self.path).is_file():
+            raise ConfigError(f"{key}.path {self.path!r} is not a file; give a tokenizer.json (a run directory "
+                              "holds one) or leave it out to train a tokenizer on the corpus")
         if not MIN_VOCAB_SIZE <= self.vocab_size <= 2**32:
             raise ConfigError(f"{key}.vocab_size must be between {MIN_VOCAB_SIZE} and 2**32, not {self.vocab_size}")
 

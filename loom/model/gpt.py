@@ -111,13 +111,21 @@ class KVCache:
     rows of one batch may be at different lengths: a server decoding several requests together
     appends one token to each, every one at its own position. The forward pass appends its T new
     positions to the first B rows and advances their lengths.
+
+    A `static` cache is attended whole, every slot past a row's length masked out, so a step's
+    shapes never change and nothing is read back to the host: what a compiled step replays as a
+    CUDA graph needs (gpt-fast's static cache). It costs attention over empty slots, and the
+    caller keeps the positions inside `max_len` (a dynamic cache checks them).
     """
 
-    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype):
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype, static: bool = False):
+        if static and max_len > cfg.max_seq_len:
+            raise ValueError(f"a static cache of {max_len} positions exceeds max_seq_len {cfg.max_seq_len}")
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.static = static
 
     @property
     def max_len(self) -> int:
@@ -273,10 +281,13 @@ class GPT(nn.Module):
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, d), the same for every row
         else:
             positions = cache.lengths[:B, None] + torch.arange(T, device=idx.device)  # (B, T)
-            keys = int(positions.max()) + 1
-            if keys > min(self.cfg.max_seq_len, cache.max_len):
-                raise ValueError(f"sequence of {keys} tokens exceeds max_seq_len {self.cfg.max_seq_len} "
-                                 f"or the cache's {cache.max_len}")
+            if cache.static:
+                keys = cache.max_len
+            else:
+                keys = int(positions.max()) + 1
+                if keys > min(self.cfg.max_seq_len, cache.max_len):
+                    raise ValueError(f"sequence of {keys} tokens exceeds max_seq_len {self.cfg.max_seq_len} "
+                                     f"or the cache's {cache.max_len}")
             cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # (B, 1, T, d)
             key_positions = torch.arange(keys, device=idx.device)
             mask = (key_positions <= positions[:, :, None])[:, None]  # (B, 1, T, keys)

@@ -8,6 +8,7 @@ scores them by the suite's exact match, so strategies compare on equal terms.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from loom.reason.executor import Budget, Executor
 from loom.reason.planner import decompose, plan_program, write_plan
 from loom.reason.program import Program
 from loom.reason.strategies import PROGRAM_DIR, STRATEGIES, cot_program, direct_program
+from loom.util import atomic_write_bytes
 
 
 def solve(question: str, backend: Backend, strategy: str = "graph", program: Program | None = None,
@@ -75,8 +77,9 @@ def suite_program(suite: str) -> Program | None:
 def evaluate_strategies(suite: str, backend: Backend, strategies: list[str], difficulties: list[int] | None = None,
                         items: int = 20, seed: int = 0, program: Program | None = None,
                         workdir: str | Path | None = None, samples: int = 5, log=print) -> list[dict]:
-    """One row per (strategy, difficulty): accuracy, model calls and tokens per item, seconds,
-    and for the graph strategy which program answered ("planner" or the program's name)."""
+    """One row per (strategy, difficulty): accuracy (`right` of `items`, drawn with `seed`),
+    model calls and tokens per item, seconds, and for the graph strategy which program answered
+    ("planner" or the program's name)."""
     from loom.eval.suites import SUITES, score
 
     if suite not in SUITES:
@@ -99,17 +102,82 @@ def evaluate_strategies(suite: str, backend: Backend, strategies: list[str], dif
             n = max(1, len(questions))
             rows.append({"suite": suite, "difficulty": difficulty, "strategy": strategy,
                          "program": (graph_program.name if graph_program else "planner") if strategy == "graph" else "",
-                         "accuracy": right / n, "items": len(questions), "calls_per_item": calls / n,
+                         "seed": seed, "right": right, "accuracy": right / n, "items": len(questions),
+                         "calls_per_item": calls / n,
                          "tokens_per_item": tokens / n, "seconds": round(time.time() - started, 1)})
             log(f"[loom] {suite} d={difficulty} {strategy}: {right}/{len(questions)} right")
     return rows
 
 
-def strategies_table(rows: list[dict]) -> str:
-    lines = ["| suite | difficulty | strategy | accuracy | model calls / item | tokens / item | seconds |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+def pool_rows(rows: list[dict], label=None) -> dict[tuple, dict]:
+    """Rows of `evaluate_strategies` (from one seed or several) pooled per (suite, difficulty,
+    label), in first-seen order; `label(row)` names the line a row belongs to (default: the
+    strategy, with the program for graph). Each pooled row: right, items, calls, tokens, seconds."""
+    label = label or _strategy_name
+    pooled: dict[tuple, dict] = {}
     for r in rows:
-        name = r["strategy"] + (f" ({r['program']})" if r["program"] else "")
-        lines.append(f"| {r['suite']} | {r['difficulty']} | {name} | {r['accuracy']:.1%} | {r['calls_per_item']:.1f} | "
-                     f"{r['tokens_per_item']:.0f} | {r['seconds']} |")
+        p = pooled.setdefault((r["suite"], r["difficulty"], label(r)),
+                              {"right": 0, "items": 0, "calls": 0.0, "tokens": 0.0, "seconds": 0.0})
+        p["right"] += r["right"]
+        p["items"] += r["items"]
+        p["calls"] += r["calls_per_item"] * r["items"]
+        p["tokens"] += r["tokens_per_item"] * r["items"]
+        p["seconds"] += r["seconds"]
+    return pooled
+
+
+def strategies_table(rows: list[dict]) -> str:
+    """A markdown table: each (suite, difficulty, strategy) pooled over the seeds, its accuracy
+    with a 95% Wilson interval."""
+    from loom.eval.stats import accuracy_with_interval
+
+    lines = ["| suite | difficulty | strategy | accuracy [95% interval] | right / asked | model calls / item | "
+             "tokens / item | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for (suite, difficulty, name), p in pool_rows(rows).items():
+        n = max(1, p["items"])
+        lines.append(f"| {suite} | {difficulty} | {name} | {accuracy_with_interval(p['right'], p['items'])} | "
+                     f"{p['right']} / {p['items']} | {p['calls'] / n:.1f} | {p['tokens'] / n:.0f} | "
+                     f"{p['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def strategies_plot(rows: list[dict], path: str | Path, label=None, cap: int | None = None) -> Path:
+    """Accuracy against difficulty (the question's length), a panel per suite and a line per
+    strategy (or per `label(row)`), each point pooled over the seeds with its 95% Wilson
+    interval as an error bar; `cap`, the longest length trained on, dotted. Writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from loom.eval.stats import wilson_interval
+
+    pooled = pool_rows(rows, label)
+    suites = list(dict.fromkeys(suite for suite, _, _ in pooled))
+    fig, axes = plt.subplots(1, len(suites), figsize=(4 * len(suites), 3.2), squeeze=False)
+    for ax, suite in zip(axes[0], suites):
+        for name in dict.fromkeys(n for s, _, n in pooled if s == suite):
+            points = sorted(((d, p) for (s, d, n), p in pooled.items() if s == suite and n == name),
+                            key=lambda point: point[0])
+            xs = [d for d, _ in points]
+            ys = [p["right"] / max(1, p["items"]) for _, p in points]
+            bounds = [wilson_interval(p["right"], p["items"]) for _, p in points]
+            errors = [[y - low for y, (low, _) in zip(ys, bounds)], [high - y for y, (_, high) in zip(ys, bounds)]]
+            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
+        if cap is not None:
+            ax.axvline(cap, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(suite)
+        ax.set_xlabel("length" + (" (training cap dotted)" if cap is not None else ""))
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, image.getvalue())
+    return Path(path)
+
+
+def _strategy_name(row: dict) -> str:
+    return row["strategy"] + (f" ({row['program']})" if row.get("program") else "")

@@ -140,3 +140,23 @@ def test_missing_path_and_unknown_kind_fail_before_work(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         build_dataset(cfg)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_second_dataset_reads_the_first_ones_tokenizer(tmp_path, built, corpus):
+    first = shard_dir(built).parent / "tokenizer.json"
+    only_code = [f'data.sources=[{{name="repo", kind="code_repo", path="{corpus}/repo"}}]',
+                 f'data.dir="{tmp_path}/code"', "tokenizer.vocab_size=400", "data.val_fraction=0.3"]
+    cfg = load_config(None, [*only_code, f'tokenizer.path="{first}"'])
+    build_dataset(cfg)
+    assert (tmp_path / "code" / "tokenizer.json").read_bytes() == first.read_bytes()
+    assert read_manifest(shard_dir(cfg))["tokenizer_sha256"] == read_manifest(shard_dir(built))["tokenizer_sha256"]
+    # trained on its own (code only), the same build gets other merges, so other ids
+    own = load_config(None, [*only_code, f'data.dir="{tmp_path}/code-own"'])
+    build_dataset(own)
+    assert (tmp_path / "code-own" / "tokenizer.json").read_bytes() != first.read_bytes()
+
+    wrong_size = r"holds 400 tokens but tokenizer.vocab_size is 512; set tokenizer.vocab_size=400"
+    with pytest.raises(ConfigError, match=wrong_size):
+        build_dataset(load_config(None, [*only_code, f'tokenizer.path="{first}"', "tokenizer.vocab_size=512"]))
+    with pytest.raises(ConfigError, match=r"tokenizer.path '/nope/tokenizer.json' is not a file"):
+        load_config(None, [*only_code, 'tokenizer.path="/nope/tokenizer.json"'])

@@ -39,10 +39,14 @@ def test_reason_ask_and_eval_on_a_loom_checkpoint(tiny_run, tmp_path):
     assert (out.returncode == 0) == bool(state["answer"].strip()), out.stderr
 
     table = loom("reason", "eval", "--backend", f"loom:{run_dir}", "--suite", "last_letters", "--strategies",
-                 "direct,graph", "--items", "2", "--difficulty", "2", "--out", str(tmp_path / "rows.json"),
-                 cwd=tmp_path).stdout
+                 "direct,graph", "--items", "2", "--difficulty", "2", "--seeds", "2",
+                 "--out", str(tmp_path / "rows.json"), "--plot", str(tmp_path / "accuracy.png"), cwd=tmp_path).stdout
     assert "| last_letters | 2 | direct |" in table and "| last_letters | 2 | graph (last-letters" in table
-    assert len(json.loads((tmp_path / "rows.json").read_text())) == 2
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert sorted((r["seed"], r["strategy"]) for r in rows) == [(0, "direct"), (0, "graph"),
+                                                               (1, "direct"), (1, "graph")]
+    assert table.count(" / 4 |") == 2  # each strategy pooled over the two seeds' items
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_index_commands_and_errors(tmp_path):

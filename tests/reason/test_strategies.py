@@ -8,7 +8,7 @@ import pytest
 from rules_backend import RuleBackend
 
 from loom.errors import LoomError
-from loom.reason import build_index, evaluate_strategies, search, solve, strategies_table
+from loom.reason import build_index, evaluate_strategies, search, solve, strategies_plot, strategies_table
 from loom.reason.planner import decompose, parse_decomposition, plan_program
 from loom.reason.retrieval import folder_passages, passages
 
@@ -93,7 +93,7 @@ def test_retrieval_and_rag(tmp_path):
     assert all(len(p["text"].split()) <= 150 for p in pieces)
 
 
-def test_strategies_on_a_suite():
+def test_strategies_on_a_suite(tmp_path):
     backend = RuleBackend([
         (r'last letter of "(\w+)"\?\nA:$', lambda m: m.group(1)[-1]),
         (r'Join "(\w*)" and "(\w*)"\.\nA:$', lambda m: m.group(1) + m.group(2)),
@@ -104,7 +104,16 @@ def test_strategies_on_a_suite():
     assert by[("graph", 3)]["accuracy"] == 1.0 and by[("graph", 6)]["accuracy"] == 1.0
     assert by[("direct", 6)]["accuracy"] == 0.0 and by[("graph", 6)]["calls_per_item"] == 11
     assert by[("graph", 3)]["program"] == "last-letters, least-to-most"
-    assert "| last_letters | 6 | graph (last-letters, least-to-most) | 100.0% | 11.0 |" in strategies_table(rows)
+    assert ("| last_letters | 6 | graph (last-letters, least-to-most) | 100% [57%, 100%] | 5 / 5 | 11.0 |"
+            in strategies_table(rows))
+    # a second seed draws other items; the table pools them, its interval narrowing with the count
+    rows += evaluate_strategies("last_letters", backend, ["direct", "graph"], [3, 6], items=5, seed=1,
+                                log=lambda *_: None)
+    table = strategies_table(rows)
+    assert "| last_letters | 6 | graph (last-letters, least-to-most) | 100% [72%, 100%] | 10 / 10 | 11.0 |" in table
+    assert "| last_letters | 6 | direct | 0% [0%, 28%] | 0 / 10 |" in table and len(table.splitlines()) == 2 + 4
+    image = strategies_plot(rows, tmp_path / "plots" / "accuracy.png", cap=4)
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(image.parent.glob("*.tmp"))
 
 
 def test_an_empty_answer_is_a_failure_with_its_cause_and_the_trace_counts_every_call(tmp_path):
