@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled
+from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled, suite_lengths, training_caps
 
 from loom.eval.stats import accuracy_with_interval as cell
 
@@ -109,14 +109,15 @@ def main() -> int:
             rows.append({**row, "base": base})
 
     atomic_write_text(out / "rows.json", json.dumps({"bits_per_byte": bpb, "rows": rows}, indent=2) + "\n")
-    table = _table(rows, bpb, lengths, strategies, args)
+    table = _table(rows, bpb, strategies, args)
     atomic_write_text(out / "table.md", table)
-    strategies_plot(rows, out / "accuracy.png", label=lambda row: f"{row['base']} {row['strategy']}", cap=args.cap)
+    strategies_plot(rows, out / "accuracy.png", label=lambda row: f"{row['base']} {row['strategy']}",
+                    cap=training_caps(args.suites.split(","), args.cap))
     print(table, end="")
     return 0
 
 
-def _table(rows: list[dict], bpb: dict, lengths: list[int], strategies: list[str], args) -> str:
+def _table(rows: list[dict], bpb: dict, strategies: list[str], args) -> str:
     domains = sorted({d for figures in bpb.values() for d in figures if d != "tokens"})
     lines = ["Bits per byte on the validation split (up to 300 KB per domain), after pretraining:\n",
              "| base | tokens | " + " | ".join(domains) + " |", "|---|---:|" + "---:|" * len(domains)]
@@ -126,7 +127,7 @@ def _table(rows: list[dict], bpb: dict, lengths: list[int], strategies: list[str
               "| suite | length | " + " | ".join(f"{b} {s}" for s in strategies for b in bpb) + " |",
               "|---|---:|" + "---:|" * (len(strategies) * len(bpb))]
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        for length in lengths:
+        for length in suite_lengths(rows, suite):
             cells = [cell(*pooled(rows, suite=suite, difficulty=length, strategy=s, base=b)) for s in strategies
                      for b in bpb]
             lines.append(f"| {suite} | {length} | " + " | ".join(cells) + " |")

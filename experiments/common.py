@@ -32,17 +32,19 @@ def ask_planner(backend, suites: list[str], strategies: list[str], lengths: list
                 work: Path, label: str = "") -> list[dict]:
     """Each suite asked at each length with each strategy (`loom.reason.evaluate_strategies`),
     `seeds` x `items` questions; for `code`, how many of the model's plans were the hand-written
-    plan exactly. One row per (suite, seed, length, strategy)."""
+    plan exactly. One row per (suite, seed, length, strategy). SCAN is asked at the lengths of its
+    own length split (`loom.reason.plan_data.evaluation_lengths`)."""
     from loom.reason import evaluate_strategies
     from loom.reason.plan_code import compile_plan, load_program
-    from loom.reason.plan_data import PLANS
+    from loom.reason.plan_data import PLANS, evaluation_lengths
 
     rows = []
     for suite in suites:
         program = load_program(compile_plan(PLANS[suite], name=f"{suite} (hand-written)"))
+        asked = evaluation_lengths(suite, lengths)
         for seed in range(seeds):
             where = work / suite / f"seed{seed}"
-            for row in evaluate_strategies(suite, backend, strategies, lengths, items, seed, program, where,
+            for row in evaluate_strategies(suite, backend, strategies, asked, items, seed, program, where,
                                            log=lambda _: None):
                 row["seed"] = seed
                 row["right"] = round(row["accuracy"] * row["items"])
@@ -62,6 +64,17 @@ def _exact_plans(folder: Path, plan: str) -> int:
             if event["event"] == "plan":
                 exact += event["text"] == plan
     return exact
+
+
+def training_caps(suites: list[str], cap: int) -> dict[str, int]:
+    """The longest length each suite was trained at (SCAN's split sets its own)."""
+    from loom.reason.plan_data import training_lengths
+
+    return {suite: max(training_lengths(suite, cap)) for suite in suites}
+
+
+def suite_lengths(rows: list[dict], suite: str) -> list[int]:
+    return sorted({r["difficulty"] for r in rows if r["suite"] == suite})
 
 
 def pooled(rows: list[dict], field: str = "right", **match) -> tuple[int, int]:

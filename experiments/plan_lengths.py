@@ -5,7 +5,8 @@ nothing, then each suite asked at lengths from below the cap to 4x it with each 
 `direct` (one call), `cot` (a chain of thought, as trained), `code` (the model writes the plan
 under constrained decoding, then runs it), `graph` (the hand-written plan, run by the same
 model); `sc` (self-consistency, 5 chains) on request. For `code`, also how often the model's
-plan is the hand-written one, exactly.
+plan is the hand-written one, exactly. SCAN keeps its own length split whatever `--cap` and
+`--lengths` say: trained on commands of up to 22 actions, asked at 24, up to 36 and up to 48.
 
     python experiments/plan_lengths.py [--out runs/exp-plan-lengths] [--size small|gpu]
         [--seeds 3] [--items 5] [--cap 4] [--lengths 2,4,8,16] [--strategies direct,cot,code,graph]
@@ -23,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled
+from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled, suite_lengths, training_caps
 
 from loom.eval.stats import accuracy_with_interval as cell
 
@@ -44,7 +45,7 @@ def main() -> int:
     ap.add_argument("--cap", type=int, default=4, help="the longest question planned in training")
     ap.add_argument("--lengths", default="2,4,8,16")
     ap.add_argument("--strategies", default="direct,cot,code,graph")
-    ap.add_argument("--suites", default="last_letters,sum_list,halve_or_triple,doubling")
+    ap.add_argument("--suites", default="last_letters,sum_list,halve_or_triple,doubling,scan")
     ap.add_argument("--steps", type=int, help="training steps (default: the size's)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -76,19 +77,20 @@ def main() -> int:
     strategies = args.strategies.split(",")
     rows = ask_planner(backend, args.suites.split(","), strategies, lengths, args.items, args.seeds, out / "eval")
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2) + "\n")
-    table = _table(rows, lengths, strategies, args)
+    table = _table(rows, strategies, args)
     atomic_write_text(out / "table.md", table)
-    strategies_plot(rows, out / "accuracy.png", label=lambda row: row["strategy"], cap=args.cap)
+    strategies_plot(rows, out / "accuracy.png", label=lambda row: row["strategy"],
+                    cap=training_caps(args.suites.split(","), args.cap))
     print(table, end="")
     return 0
 
 
-def _table(rows: list[dict], lengths: list[int], strategies: list[str], args) -> str:
+def _table(rows: list[dict], strategies: list[str], args) -> str:
     lines = [f"Training cap: length {args.cap}; {args.seeds} seeds x {args.items} items per cell; "
              "accuracy [95% Wilson interval]; for code, exact plans / plans written.\n",
              "| suite | length | " + " | ".join(strategies) + " |", "|---|---:|" + "---:|" * len(strategies)]
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        for length in lengths:
+        for length in suite_lengths(rows, suite):
             cells = []
             for strategy in strategies:
                 where = {"suite": suite, "difficulty": length, "strategy": strategy}

@@ -76,8 +76,13 @@ def moe_refusal(cfg) -> str:
 
 
 def llama_config(cfg, tok, dtype: str) -> dict:
-    m = cfg.model
     end = tok.token_id(END_OF_TURN)
+    return {**llama_shape(cfg.model), "bos_token_id": tok.bos_id, "eos_token_id": [tok.eos_id, end],
+            "pad_token_id": tok.pad_id, "torch_dtype": dtype, "use_cache": True}
+
+
+def llama_shape(m) -> dict:
+    """The `config.json` fields that say the architecture of a dense `ModelConfig`."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -98,11 +103,6 @@ def llama_config(cfg, tok, dtype: str) -> dict:
         "mlp_bias": False,
         "tie_word_embeddings": m.tie_embeddings,
         "initializer_range": 0.02,
-        "bos_token_id": tok.bos_id,
-        "eos_token_id": [tok.eos_id, end],
-        "pad_token_id": tok.pad_id,
-        "torch_dtype": dtype,
-        "use_cache": True,
     }
 
 

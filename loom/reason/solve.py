@@ -141,10 +141,11 @@ def strategies_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def strategies_plot(rows: list[dict], path: str | Path, label=None, cap: int | None = None) -> Path:
+def strategies_plot(rows: list[dict], path: str | Path, label=None, cap: int | dict[str, int] | None = None) -> Path:
     """Accuracy against difficulty (the question's length), a panel per suite and a line per
     strategy (or per `label(row)`), each point pooled over the seeds with its 95% Wilson
-    interval as an error bar; `cap`, the longest length trained on, dotted. Writes a PNG."""
+    interval as an error bar; `cap`, the longest length trained on (one for all, or by suite),
+    dotted. Writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,10 +165,11 @@ def strategies_plot(rows: list[dict], path: str | Path, label=None, cap: int | N
             bounds = [wilson_interval(p["right"], p["items"]) for _, p in points]
             errors = [[y - low for y, (low, _) in zip(ys, bounds)], [high - y for y, (_, high) in zip(ys, bounds)]]
             ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
-        if cap is not None:
-            ax.axvline(cap, color="grey", linestyle=":", linewidth=1)
+        suite_cap = cap.get(suite) if isinstance(cap, dict) else cap
+        if suite_cap is not None:
+            ax.axvline(suite_cap, color="grey", linestyle=":", linewidth=1)
         ax.set_title(suite)
-        ax.set_xlabel("length" + (" (training cap dotted)" if cap is not None else ""))
+        ax.set_xlabel("length" + (" (training cap dotted)" if suite_cap is not None else ""))
         ax.set_ylim(-0.05, 1.05)
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=8)
