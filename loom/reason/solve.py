@@ -157,14 +157,18 @@ def strategies_plot(rows: list[dict], path: str | Path, label=None, cap: int | d
     suites = list(dict.fromkeys(suite for suite, _, _ in pooled))
     fig, axes = plt.subplots(1, len(suites), figsize=(4 * len(suites), 3.2), squeeze=False)
     for ax, suite in zip(axes[0], suites):
-        for name in dict.fromkeys(n for s, _, n in pooled if s == suite):
+        names = list(dict.fromkeys(n for s, _, n in pooled if s == suite))
+        lengths = [d for s, d, _ in pooled if s == suite]
+        # lines that agree would hide one another: each is shifted a little and marked its own way
+        dodge = 0.012 * max(1, max(lengths) - min(lengths))
+        for i, name in enumerate(names):
             points = sorted(((d, p) for (s, d, n), p in pooled.items() if s == suite and n == name),
                             key=lambda point: point[0])
-            xs = [d for d, _ in points]
+            xs = [d + (i - (len(names) - 1) / 2) * dodge for d, _ in points]
             ys = [p["right"] / max(1, p["items"]) for _, p in points]
             bounds = [wilson_interval(p["right"], p["items"]) for _, p in points]
             errors = [[y - low for y, (low, _) in zip(ys, bounds)], [high - y for y, (_, high) in zip(ys, bounds)]]
-            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
+            ax.errorbar(xs, ys, yerr=errors, marker="osD^v<>p"[i % 8], capsize=3, label=name)
         suite_cap = cap.get(suite) if isinstance(cap, dict) else cap
         if suite_cap is not None:
             ax.axvline(suite_cap, color="grey", linestyle=":", linewidth=1)
