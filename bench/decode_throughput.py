@@ -71,33 +71,39 @@ def main() -> None:
           f"{cfg.vocab_size}), {args.dtype} on {args.device}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; prompt {args.prompt}, {args.new} new tokens per row, greedy, {args.rounds} rounds")
 
-    from loom.model import StaticDecoder
-
     print("\n| batch | path | tokens/s | vs hf static | warm-up s | tokens = loom generate |")
     print("|---:|---|---:|---:|---:|---|")
     for batch in batches:
-        gen = torch.Generator().manual_seed(batch)
-        prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt), generator=gen).tolist()
-        decoder = StaticDecoder(loom_model, batch, max_len=args.prompt + args.new, compile=True)
-        paths = {
-            "loom generate": lambda: loom_one_at_a_time(loom_model, prompts, args.new),
-            "loom static": lambda: decoder.generate(prompts, args.new),
-            "hf static": lambda: hf_generate(hf_model, prompts, args.new, args.device, "static"),
-            "hf dynamic": lambda: hf_generate(hf_model, prompts, args.new, args.device, None),
-        }
-        warmup, tokens, times = {}, {}, {name: [] for name in paths}
+        time_batch(loom_model, hf_model, batch, args)
+
+
+def time_batch(loom_model, hf_model, batch: int, args) -> None:
+    """Every path on one batch of prompts: a warm-up call each, then interleaved timed rounds."""
+    from loom.model import StaticDecoder
+
+    gen = torch.Generator().manual_seed(batch)
+    prompts = torch.randint(0, loom_model.cfg.vocab_size, (batch, args.prompt), generator=gen).tolist()
+    decoder = StaticDecoder(loom_model, batch, max_len=args.prompt + args.new, compile=True)
+    paths = {
+        "loom generate": lambda: loom_one_at_a_time(loom_model, prompts, args.new),
+        "loom static": lambda: decoder.generate(prompts, args.new),
+        "hf static": lambda: hf_generate(hf_model, prompts, args.new, args.device, "static"),
+        "hf dynamic": lambda: hf_generate(hf_model, prompts, args.new, args.device, None),
+    }
+    warmup, tokens, times = {}, {}, {name: [] for name in paths}
+    for name, run in paths.items():
+        warmup[name], tokens[name] = timed(run, args.device)
+    for _ in range(args.rounds):
         for name, run in paths.items():
-            warmup[name], tokens[name] = timed(run, args.device)
-        for _ in range(args.rounds):
-            for name, run in paths.items():
-                seconds, out = timed(run, args.device)
-                times[name].append(seconds)
-                tokens[name] = out
-        rate = {name: batch * args.new / statistics.median(t) for name, t in times.items()}
-        for name in paths:
-            same = "yes" if tokens[name] == tokens["loom generate"] else _agreement(tokens[name], tokens["loom generate"])
-            print(f"| {batch} | {name} | {rate[name]:,.0f} | {rate[name] / rate['hf static']:.2f}x | "
-                  f"{warmup[name]:.1f} | {same} |", flush=True)
+            seconds, out = timed(run, args.device)
+            times[name].append(seconds)
+            tokens[name] = out
+    rate = {name: batch * args.new / statistics.median(t) for name, t in times.items()}
+    reference = tokens["loom generate"]
+    for name in paths:
+        same = "yes" if tokens[name] == reference else _agreement(tokens[name], reference)
+        print(f"| {batch} | {name} | {rate[name]:,.0f} | {rate[name] / rate['hf static']:.2f}x | "
+              f"{warmup[name]:.1f} | {same} |", flush=True)
 
 
 def load_loom(args):

@@ -2,14 +2,14 @@
 was trained on? One command: planning data (`loom.reason.plan_data`: every training question answered
 directly, worked step by step and planned, up to a length cap), a model trained on it from
 nothing, then each suite asked at lengths from below the cap to 4x it with each strategy:
-`direct` (one call), `cot` (a chain of thought, as trained), `code` (the model writes the plan
-under constrained decoding, then runs it), `graph` (the hand-written plan, run by the same
-model); `sc` (self-consistency, 5 chains) on request. For `code`, also how often the model's
-plan is the hand-written one, exactly. SCAN keeps its own length split whatever `--cap` and
+`direct` (one call), `cot` (a chain of thought, as trained), `sc` (self-consistency: the
+majority of 5 sampled chains), `code` (the model writes the plan under constrained decoding,
+then runs it), `graph` (the hand-written plan, run by the same model). For `code`, also how
+often the model's plan is the hand-written one, exactly. SCAN keeps its own length split whatever `--cap` and
 `--lengths` say: trained on commands of up to 22 actions, asked at 24, up to 36 and up to 48.
 
     python experiments/plan_lengths.py [--out runs/exp-plan-lengths] [--size small|gpu]
-        [--seeds 3] [--items 5] [--cap 4] [--lengths 2,4,8,16] [--strategies direct,cot,code,graph]
+        [--seeds 3] [--items 5] [--cap 4] [--lengths 2,4,8,16] [--strategies direct,cot,sc,code,graph]
 
 Writes OUT/table.md (accuracy with a 95% Wilson interval over seeds x items, per suite, length
 and strategy), OUT/rows.json and OUT/accuracy.png (accuracy against length, one line per
@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=5)
     ap.add_argument("--cap", type=int, default=4, help="the longest question planned in training")
     ap.add_argument("--lengths", default="2,4,8,16")
-    ap.add_argument("--strategies", default="direct,cot,code,graph")
+    ap.add_argument("--strategies", default="direct,cot,sc,code,graph")
     ap.add_argument("--suites", default="last_letters,sum_list,halve_or_triple,doubling,scan")
     ap.add_argument("--steps", type=int, help="training steps (default: the size's)")
     ap.add_argument("--device", default="cpu")
