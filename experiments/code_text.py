@@ -25,7 +25,15 @@ import json
 import sys
 from pathlib import Path
 
-from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled, suite_lengths, training_caps
+from common import (
+    PLANNER_SETTINGS,
+    ask_planner,
+    planning_corpus,
+    pooled,
+    suite_lengths,
+    train_to_the_end,
+    training_caps,
+)
 
 from loom.eval.stats import accuracy_with_interval as cell
 
@@ -64,7 +72,6 @@ def main() -> int:
     from loom.eval.lm import LoomLM
     from loom.reason import strategies_plot
     from loom.reason.backends.loom_run import LoomBackend
-    from loom.train import train
     from loom.util import atomic_write_text
 
     out = Path(args.out).resolve()
@@ -88,7 +95,7 @@ def main() -> int:
             # the same validation documents for both bases (the split is a hash of each document's
             # id and the mixture samples only the training split): the English and the code
             val_shards = shards
-        summary = train(pretrain)
+        summary = train_to_the_end(pretrain)
         lm = LoomLM.from_run(pretrain.run_dir, args.device)
         figures = bits_per_byte(lm, val_shards, "val", max_bytes_per_domain=300_000)
         bpb[base] = {"tokens": summary["tokens"], **{d: f["bits_per_byte"] for d, f in figures.items()}}
@@ -103,7 +110,7 @@ def main() -> int:
         checkpoint, notes = find_resumable(pretrain.run_dir / "checkpoints")
         if checkpoint is None:
             raise SystemExit(f"{pretrain.run_dir} has no checkpoint to start the planner from: {'; '.join(notes)}")
-        train(planner, init_from=checkpoint)
+        train_to_the_end(planner, init_from=checkpoint)
         for row in ask_planner(LoomBackend(planner.run_dir, args.device), args.suites.split(","), strategies,
                                lengths, args.items, args.seeds, out / "eval" / base, label=f"{base}: "):
             rows.append({**row, "base": base})

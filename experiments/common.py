@@ -17,6 +17,19 @@ PLANNER_SETTINGS = [
 ]
 
 
+def train_to_the_end(cfg, **kwargs) -> dict:
+    """`loom.train.train`; a run that stops early (interrupted, a budget, a guard) ends the
+    experiment here rather than have a half-trained model evaluated."""
+    from loom.train import train
+
+    summary = train(cfg, **kwargs)
+    if summary["interrupted"] or summary["stopped_because"] or summary["steps"] < cfg.train.steps:
+        why = summary["stopped_because"] or "interrupted"
+        raise SystemExit(f"{cfg.run_dir}: training stopped at step {summary['steps']} of {cfg.train.steps} ({why}); "
+                         "run the same command to continue from its checkpoint")
+    return summary
+
+
 def planning_corpus(path: Path, questions: int, step_items: int, cap: int) -> Path:
     """The planning documents as a jsonl source, written once."""
     from loom.reason.plan_data import planning_documents

@@ -24,7 +24,15 @@ import json
 import sys
 from pathlib import Path
 
-from common import PLANNER_SETTINGS, ask_planner, planning_corpus, pooled, suite_lengths, training_caps
+from common import (
+    PLANNER_SETTINGS,
+    ask_planner,
+    planning_corpus,
+    pooled,
+    suite_lengths,
+    train_to_the_end,
+    training_caps,
+)
 
 from loom.eval.stats import accuracy_with_interval as cell
 
@@ -54,7 +62,6 @@ def main() -> int:
     from loom.data import build_dataset
     from loom.reason import strategies_plot
     from loom.reason.backends.loom_run import LoomBackend
-    from loom.train import train
     from loom.util import atomic_write_text
 
     out = Path(args.out).resolve()
@@ -70,7 +77,7 @@ def main() -> int:
         *size["model"], f"train.steps={args.steps or size['steps']}", "train.eval_every=200", "train.ckpt_every=200",
         f'train.device="{args.device}"'])
     build_dataset(cfg)
-    train(cfg)
+    train_to_the_end(cfg)
     backend = LoomBackend(cfg.run_dir, args.device)
 
     lengths = [int(x) for x in args.lengths.split(",")]

@@ -30,6 +30,8 @@ import random
 import sys
 from pathlib import Path
 
+from common import train_to_the_end
+
 from loom.eval.stats import accuracy_with_interval as cell
 
 # held out for the validation loss: the corpus is small (about 100,000 tokens), and 2% of it is
@@ -64,7 +66,6 @@ def main() -> int:
     from loom.reason.backends.loom_run import LoomBackend
     from loom.reason.executor import as_text
     from loom.reason.retrieval import build_index, search
-    from loom.train import train
     from loom.util import atomic_write_text
 
     out = Path(args.out).resolve()
@@ -104,7 +105,7 @@ def main() -> int:
             f"train.steps={args.steps or size['steps']}", "train.eval_every=250", "train.ckpt_every=250",
             f'train.device="{args.device}"'])
         build_dataset(cfg)  # the same corpus and settings for both: built once, then up to date
-        summary = train(cfg)
+        summary = train_to_the_end(cfg)
         backend = LoomBackend(cfg.run_dir, args.device)
         for mode in ("closed-book", "open-book"):
             for item in test_items:
