@@ -83,4 +83,4 @@ def _copy_given_tokenizer(cfg, path) -> Tokenizer:
         record = path.with_suffix(".train.json")
         record.unlink(missing_ok=True)  # not trained here: a later build without tokenizer.path trains anew
         log(f"tokenizer: {tok.vocab_size} tokens copied from {given} -> {path}")
-    return Tokenizer.from_file(path)
+    return tok  # the file's bytes are the given one's
