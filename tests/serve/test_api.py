@@ -126,7 +126,7 @@ BAD = [
                            "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("lone surrogate", b'{"model": "serve", "messages": [{"role": "user", "content": "\\ud800"}]}', 400,
      "messages.0.content"),
-    ("oversized body", {"model": "serve", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}, 413, None),
+    ("oversized body", {"model": "serve", "messages": [{"role": "user", "content": "x" * (6 << 20)}]}, 413, None),
     ("too many characters", {"model": "serve", "messages": [{"role": "user", "content": "x" * 120_000}]}, 400,
      "messages"),
 ]
@@ -141,6 +141,20 @@ def test_bad_input_gets_a_4xx_in_openai_error_shape_and_the_server_keeps_serving
     assert got == status, answer
     assert set(answer) == {"error"} and set(answer["error"]) == {"message", "type", "param", "code"}
     assert answer["error"]["param"] == param and answer["error"]["message"]
+    assert server.get("/health")[0] == 200
+
+
+def test_a_declared_body_far_past_the_limit_is_refused_without_waiting_for_it(server):
+    """The oversized case above sends all 6 MiB and reads the 413 (the server drains it); a body
+    declared at 1 GB is answered at once, while the client has sent only its first bytes."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.putrequest("POST", "/v1/chat/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(1 << 30))
+    connection.endheaders(b'{"model": "serve", "messages": [')
+    response = connection.getresponse()
+    assert response.status == 413 and json.loads(response.read())["error"]["code"] == "request_too_large"
+    connection.close()
     assert server.get("/health")[0] == 200
 
 
