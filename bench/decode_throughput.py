@@ -125,9 +125,11 @@ def as_transformers(loom_model):
     """The same weights as a transformers `LlamaForCausalLM`, as `loom export hf` would write them."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from loom.export.hf import hf_names, llama_shape
+    from loom.export.hf import hf_names, llama_refusal, llama_shape
 
     cfg = loom_model.cfg
+    if refusal := llama_refusal(cfg):
+        sys.exit(f"the preset's model: {refusal}")
     hf = LlamaForCausalLM(LlamaConfig(**llama_shape(cfg), bos_token_id=None, eos_token_id=None, pad_token_id=None))
     params = dict(loom_model.named_parameters(remove_duplicate=False))
     state = {theirs: params[ours].detach() for ours, theirs in hf_names(cfg.n_layer, cfg.tie_embeddings).items()}

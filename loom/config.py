@@ -126,8 +126,11 @@ class TrainConfig:
     micro_batch: int = 16  # sequences per process per forward/backward pass
     batch_tokens: int = 0  # global tokens per optimizer step (0: micro_batch * seq_len * processes)
     lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # the decay ends at lr * min_lr_ratio
     warmup_steps: int = 50
+    schedule: str = "cosine"  # after warmup: cosine | wsd (peak held, then a linear decay; loom.train.optim)
+    decay_fraction: float = 0.2  # wsd: the share of the post-warmup steps spent decaying
+    optimizer: str = "adamw"  # adamw | muon (the blocks' matrices; AdamW for the rest)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -154,6 +157,12 @@ class TrainConfig:
             )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"{key}.min_lr_ratio must be between 0 and 1, not {self.min_lr_ratio}")
+        if self.schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"{key}.schedule {self.schedule!r} is not known; use cosine or wsd")
+        if not 0 < self.decay_fraction <= 1:
+            raise ConfigError(f"{key}.decay_fraction must be in (0, 1], not {self.decay_fraction}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"{key}.optimizer {self.optimizer!r} is not known; use adamw or muon")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"{key}.beta1 and {key}.beta2 must be in [0, 1)")
         if self.dtype not in ("auto", "float32", "bfloat16"):
@@ -454,11 +463,19 @@ class LoomConfig:
             raise ConfigError(f"train.seq_len ({t.seq_len}) exceeds model.max_seq_len ({m.max_seq_len}); "
                               "raise the latter")
         tp = self.parallel.tp
+        if t.optimizer == "muon" and (tp > 1 or self.parallel.dp_shard > 1):
+            raise ConfigError("train.optimizer = \"muon\" with parallel.tp or parallel.dp_shard above 1: Muon "
+                              "orthogonalises each whole matrix, and loom does not gather sharded ones for it yet; "
+                              "train Muon on one process or with data parallel (dp_replicate), or use adamw")
         if tp > 1:
             if m.moe.enabled:
                 raise ConfigError(f"parallel.tp = {tp} with an MoE model (model.moe.n_experts = {m.moe.n_experts}): "
                                   "loom does not split experts across ranks yet; shard the MoE model with "
                                   "parallel.dp_shard instead, or leave tp at 1")
+            if m.qk_norm:  # its gains serve every head: each rank would see only its heads' share of their gradient
+                raise ConfigError(f"parallel.tp = {tp} with model.qk_norm: loom does not sum the query/key norm "
+                                  "gradients over the tensor-parallel group yet; leave tp at 1 (data parallel or "
+                                  "parallel.dp_shard) or turn qk_norm off")
             for name, value in (("model.n_head", m.n_head), ("model.n_kv_head", m.n_kv_head),
                                 ("train.seq_len", t.seq_len),
                                 ("the MLP width (model.mlp_ratio x d_model)", m.mlp_hidden)):

@@ -29,7 +29,7 @@ import torch
 
 from loom.chat import END_OF_TURN, jinja_template
 from loom.errors import ConfigError
-from loom.export.hf import moe_refusal
+from loom.export.hf import llama_refusal
 from loom.tokenizer import SPECIAL_TOKENS
 
 FILE_TYPES = {"float32": 0, "float16": 1, "bfloat16": 32}  # llama.cpp's LlamaFileType: ALL_F32, MOSTLY_F16, MOSTLY_BF16
@@ -74,8 +74,8 @@ def export_gguf(run_dir: str | os.PathLike, out: str | os.PathLike, dtype: str =
         raise ConfigError(f"--out {out}: give a file name ending in .gguf")
     model, tok, cfg = load_trained_model(run_dir)
     m = cfg.model
-    if m.moe.enabled:
-        raise ConfigError(f"{run_dir}: {moe_refusal(m)}")
+    if refusal := llama_refusal(m):
+        raise ConfigError(f"{run_dir}: {refusal}")
     params = dict(model.named_parameters(remove_duplicate=False))
     names = gguf_names(m.n_layer, m.tie_embeddings)
 

@@ -23,7 +23,7 @@ the layout transformers expects.) Tested: the logits of the exported model in tr
 loom's.
 
 A MoE model is refused: no architecture in transformers represents loom's experts exactly (see
-`moe_refusal`). The weights come from the run's newest valid checkpoint, sharded or not
+`llama_refusal`). The weights come from the run's newest valid checkpoint, sharded or not
 (`loom.checkpoint.load_trained_model`).
 """
 
@@ -65,7 +65,22 @@ def hf_names(n_layer: int, tied: bool) -> dict[str, str]:
     return names
 
 
-def moe_refusal(cfg) -> str:
+def llama_refusal(cfg) -> str:
+    """Why a model of `cfg` (a `ModelConfig`) has no exact Llama counterpart, or "" when it has one."""
+    if cfg.moe.enabled:
+        return _moe_refusal(cfg)
+    unlike = [why for present, why in (
+        (cfg.mlp != "swiglu", f"mlp = {cfg.mlp!r} (Llama's MLP is SwiGLU)"),
+        (cfg.qk_norm, "qk_norm (Llama does not normalise queries and keys)"),
+        (cfg.logit_softcap > 0, f"logit_softcap = {cfg.logit_softcap:g} (Llama's logits are not capped)"),
+    ) if present]
+    if unlike:
+        return (f"this run's model has {'; '.join(unlike)}, which a Llama checkpoint cannot represent, so its "
+                "export would compute something else. Export a run trained without them")
+    return ""
+
+
+def _moe_refusal(cfg) -> str:
     m = cfg.moe
     return (f"this run is a Mixture-of-Experts model ({m.n_experts} experts, top-{m.top_k}, {m.router} router"
             f"{f', {m.shared_experts} shared' if m.shared_experts else ''}"
@@ -120,8 +135,8 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, dtype: str = "
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty directory; give --out a new directory")
     model, tok, cfg = load_trained_model(run_dir)
-    if cfg.model.moe.enabled:
-        raise ConfigError(f"{run_dir}: {moe_refusal(cfg.model)}")
+    if refusal := llama_refusal(cfg.model):
+        raise ConfigError(f"{run_dir}: {refusal}")
     tied = cfg.model.tie_embeddings
     names = hf_names(cfg.model.n_layer, tied)
     params = dict(model.named_parameters(remove_duplicate=False))

@@ -8,12 +8,17 @@ Architecture (each choice with its source):
     `n_head` query heads, computed by `F.scaled_dot_product_attention`, which picks a fused
     kernel (flash / memory-efficient / CPU flash) for the device;
   - SwiGLU feed-forward (Shazeer 2020, `loom.model.swiglu`), hidden width `mlp_ratio * d_model` rounded up to a
-    multiple of 64; the default ratio 8/3 keeps the parameter count of a 4x GELU MLP;
+    multiple of 64; the default ratio 8/3 keeps the parameter count of a 4x GELU MLP; or (`mlp =
+    "relu2"`) the squared-ReLU MLP of So et al. 2021 ("Primer"), two matrices, so ratio 4 matches;
+  - optionally, RMSNorm of each head's queries and keys before the rotation (`qk_norm`; Dehghani
+    et al. 2023, OLMo 2, Qwen3), which keeps attention logits bounded at high learning rates;
   - optionally, sparse Mixture-of-Experts feed-forward blocks in every layer or every n-th
     (`model.moe`, `loom.model.moe`);
   - no biases anywhere; optional output head tied to the token embedding (Press & Wolf 2017);
+  - optionally, logits soft-capped as `cap * tanh(logits / cap)` (`logit_softcap`; Gemma 2);
   - init N(0, 0.02), with the two projections that write into the residual stream scaled by
-    1/sqrt(2 * n_layer) (GPT-2, Radford et al. 2019).
+    1/sqrt(2 * n_layer) (GPT-2, Radford et al. 2019), or zero (`zero_init_projections`, as the
+    modded-nanogpt speedrun does: each block starts as the identity).
 
 This module owns the network, its parameter and FLOP counts, and the key/value cache used for
 generation. It knows nothing of data files, tokenizers, devices or distribution: parallelism
@@ -29,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from loom.errors import ConfigError, require_positive
+from loom.errors import ConfigError, require_non_negative, require_positive
 from loom.model.moe import MoE, MoEConfig
 from loom.model.swiglu import SwiGLU
 
@@ -46,6 +51,10 @@ class ModelConfig:
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    mlp: str = "swiglu"  # swiglu | relu2 (squared ReLU; mlp_ratio 4 gives SwiGLU-at-8/3's parameters)
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys
+    logit_softcap: float = 0.0  # logits -> cap * tanh(logits / cap) (0: none)
+    zero_init_projections: bool = False  # the residual-writing projections start at zero
     moe: MoEConfig = field(default_factory=MoEConfig)  # [model.moe]: sparse experts (loom.model.moe)
 
     @property
@@ -61,7 +70,13 @@ class ModelConfig:
         """Raises `ConfigError` naming the setting that cannot build a model, and how to fix it."""
         require_positive(self, key, "n_layer", "n_head", "n_kv_head", "d_model", "max_seq_len", "mlp_ratio",
                          "rope_theta", "norm_eps")
+        require_non_negative(self, key, "logit_softcap")
         self.moe.check(f"{key}.moe")
+        if self.mlp not in ("swiglu", "relu2"):
+            raise ConfigError(f"{key}.mlp {self.mlp!r} is not known; use swiglu or relu2")
+        if self.mlp != "swiglu" and self.moe.enabled:
+            raise ConfigError(f"{key}.mlp = {self.mlp!r} with {key}.moe: the experts are SwiGLU; leave {key}.mlp "
+                              "at swiglu for an MoE model")
         if self.d_model % self.n_head:
             raise ConfigError(
                 f"{key}.d_model ({self.d_model}) must be divisible by {key}.n_head ({self.n_head}): each "
@@ -159,6 +174,18 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+class ReLUSquared(nn.Module):
+    """down(relu(up(x))^2): Primer's feed-forward, no gate."""
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.relu(self.up_proj(x)).square())
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_index: int):
         super().__init__()
@@ -171,6 +198,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
+        # one gain per head dimension, shared by the heads (Qwen3's q_norm / k_norm)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, positions=None, mask=None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -178,6 +208,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H, T, d)
         k = self.k_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, Hkv, T, d)
         v = self.v_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         if cache is not None:
@@ -206,6 +238,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         if is_moe_layer(cfg, layer_index):
             self.mlp = MoE(cfg.d_model, cfg.mlp_hidden, cfg.moe)
+        elif cfg.mlp == "relu2":
+            self.mlp = ReLUSquared(cfg.d_model, cfg.mlp_hidden)
         else:
             self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden)
 
@@ -250,6 +284,9 @@ class GPT(nn.Module):
         if name.endswith("norm.weight"):
             nn.init.ones_(p)
         elif name.endswith(("out_proj.weight", "down_proj.weight", "down_proj")):  # "down_proj": experts
+            if self.cfg.zero_init_projections:
+                nn.init.zeros_(p)
+                return
             nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.n_layer), generator=generator)
         else:
             nn.init.normal_(p, mean=0.0, std=0.02, generator=generator)
@@ -301,6 +338,8 @@ class GPT(nn.Module):
             cache.lengths[:B] += T
 
         logits = self.head(x).float()  # (B, T, V)
+        if self.cfg.logit_softcap:
+            logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))

@@ -120,7 +120,7 @@ def tensor_parallel(model: GPT, tp_mesh) -> None:
             "attn.out_proj": RowwiseParallel(output_layouts=Shard(1)),
             "mlp_norm": SequenceParallel(),
             "mlp": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
-            "mlp.gate_proj": ColwiseParallel(),
+            **({"mlp.gate_proj": ColwiseParallel()} if hasattr(block.mlp, "gate_proj") else {}),
             "mlp.up_proj": ColwiseParallel(),
             "mlp.down_proj": RowwiseParallel(output_layouts=Shard(1)),
         })

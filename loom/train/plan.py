@@ -103,8 +103,10 @@ def layer_params(model_cfg, layer: int, active: bool = False) -> int:
     c, moe = model_cfg, model_cfg.moe
     d, f, kv = c.d_model, c.mlp_hidden, c.n_kv_head * c.head_dim
     attention = d * d + 2 * d * kv + d * d + 2 * d  # q, k and v, out; two norms
+    if c.qk_norm:
+        attention += 2 * c.head_dim
     if not is_moe_layer(c, layer):
-        return attention + 3 * d * f  # gate, up, down
+        return attention + (2 if c.mlp == "relu2" else 3) * d * f  # (gate,) up, down
     h = expert_width(moe, f)
     experts = moe.top_k if active else moe.n_experts
     return attention + d * moe.n_experts + (experts + moe.shared_experts) * 3 * d * h  # router, experts
@@ -135,7 +137,8 @@ def memory_estimate(model_cfg, micro_batch: int, seq_len: int, bytes_per_activat
     tokens = micro_batch * seq_len
     # split tp ways by heads, hidden units and (sequence parallel) positions; each rank also keeps
     # the gathered inputs of the attention and the MLP (2 d) whole
-    per_layer = ((2 * 2 * d) + (3 * d + 2 * kv) + 4 * f) / tp + (2 * d if tp > 1 else 0)  # elements per token
+    mlp_kept = 2 * f if c.mlp == "relu2" else 4 * f  # relu2: up's output and its square
+    per_layer = ((2 * 2 * d) + (3 * d + 2 * kv) + mlp_kept) / tp + (2 * d if tp > 1 else 0)  # elements per token
     head = 2 * v + d  # the logits are gathered whole on every rank
     backward_transient = per_layer + v
     scale = tokens * bytes_per_activation * TRANSIENT_FACTOR

@@ -6,6 +6,7 @@ import torch
 
 from conftest import tiny_config
 from loom.config import load_config
+from loom.errors import CheckpointError, ConfigError
 from loom.model import GPT
 from loom.train import train
 from loom.train.optim import lr_at, make_optimizer
@@ -51,3 +52,50 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_root):
         losses[name] = [r["loss"] for r in records if "loss" in r]
     assert len(losses["accum"]) == 3
     assert losses["accum"] == pytest.approx(losses["big"], rel=1e-5)
+
+
+def test_wsd_schedule_holds_the_peak_then_decays_linearly_over_its_share():
+    cfg = load_config(None, ["train.steps=110", "train.warmup_steps=10", "train.lr=1e-3", "train.min_lr_ratio=0.1",
+                             "train.schedule=wsd", "train.decay_fraction=0.2"])
+    lrs = [lr_at(s, cfg.train) for s in range(110)]
+    assert lrs[9] == pytest.approx(1e-3) and all(lr == pytest.approx(1e-3) for lr in lrs[10:90])  # stable
+    decay = lrs[90:]  # the last 20% of the 100 post-warmup steps
+    assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] == pytest.approx(1e-4)
+    steps = [a - b for a, b in zip(decay, decay[1:])]
+    assert max(steps) == pytest.approx(min(steps))  # linear
+    with pytest.raises(ConfigError, match="train.schedule 'linear' is not known"):
+        load_config(None, ["train.schedule=linear"])
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    cfg = load_config(None, ["train.optimizer=muon"])
+    model = GPT(tiny_config("/tmp", extra=["model.tie_embeddings=false"]).model)
+    opt = make_optimizer(model, cfg.train, torch.device("cpu"))
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in in_muon) == (name.startswith("blocks.") and p.dim() == 2), name
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+    with pytest.raises(ConfigError, match="Muon orthogonalises each whole matrix"):
+        load_config(None, ["train.optimizer=muon", "parallel.dp_shard=2"])
+
+
+def test_muon_trains_and_resumes_bit_for_bit(tiny_root):
+    """Muon beside AdamW, checkpointed as one optimizer: a resumed run equals an unbroken one."""
+    import shutil
+
+    extra = ["train.optimizer=muon", "train.schedule=wsd"]
+    whole = tiny_config(tiny_root, "muon-whole", extra)
+    summary = train(whole)
+    assert summary["final_val_loss"] < summary["first_val_loss"]
+    cut = tiny_config(tiny_root, "muon-cut", extra)
+    train(cut)
+    shutil.rmtree(cut.run_dir / "checkpoints" / "step_000006")
+    (cut.run_dir / "checkpoints" / "latest").write_text("step_000003\n")
+    train(cut, resume="always")
+    a = (whole.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
+    assert a == (cut.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
+    adamw_again = tiny_config(tiny_root, "muon-cut", ["train.steps=8"])
+    with pytest.raises(CheckpointError, match="train.optimizer"):
+        train(adamw_again, resume="always")

@@ -57,7 +57,9 @@ def test_memory_estimate_within_a_quarter_of_the_measured_peak(shape):
 
 def test_param_and_flop_counts_match_the_model():
     for cfg in (ModelConfig(n_layer=3, d_model=192, n_head=3, n_kv_head=1, vocab_size=1000, tie_embeddings=False),
-                ModelConfig(n_layer=2, d_model=128, n_head=4, n_kv_head=4, vocab_size=512)):
+                ModelConfig(n_layer=2, d_model=128, n_head=4, n_kv_head=4, vocab_size=512),
+                ModelConfig(n_layer=2, d_model=128, n_head=4, n_kv_head=2, vocab_size=512, mlp="relu2",
+                            mlp_ratio=4.0, qk_norm=True)):
         model = GPT(cfg)
         assert plan.param_count(cfg) == model.num_params()
         assert plan.flops_per_token(cfg, 64) == model.flops_per_token(64)
