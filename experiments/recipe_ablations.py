@@ -24,7 +24,8 @@ vocabularies. Arms (`--arms`, or `--arm name=key=value,key=value` for a combinat
                                            [--arms baseline,muon,...] [--arm name=k=v,k=v]
                                            [--preset quickstart] [--threads N]
 
-An override `key*f` is the preset's value times f. Rows land in `rows.jsonl` as they finish; a rerun skips the arms and seeds already there.
+An override `key*f` is the preset's value times f. Rows land in `rows.jsonl` as they finish; a
+rerun skips the arms and seeds already there.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from common import train_to_the_end
+
     from loom.config import load_config
     from loom.data import build_dataset
     from loom.eval.bpb import bits_per_byte
