@@ -156,7 +156,7 @@ def main() -> None:
             started = time.time()
             summary = train_to_the_end(cfg)
             figures = bits_per_byte(LoomLM.from_run(cfg.run_dir), reference_shards, "val",
-                                    max_bytes_per_domain=300_000)
+                                    max_bytes_per_domain=100_000)
             row = {"arm": name, "seed": seed, "overrides": overrides, "steps": steps,
                    "probe_seconds_per_step": round(step_s, 4), "train_seconds": round(summary["train_seconds"], 1),
                    "parameters": summary["parameters"], "tokens": summary["tokens"],
@@ -181,7 +181,7 @@ def ablation_table(rows: list[dict], args) -> str:
     base = by_arm.get("baseline")
     base_bpb = statistics.mean(r["bits_per_byte"] for r in base) if base else None
     lines = [f"preset {args.preset}, {args.budget_s:.0f} s of training per run, seeds 1..{args.seeds}; validation "
-             "loss on the whole validation split, bits per byte on its documents (300 KB per domain)\n",
+             "loss on the whole validation split, bits per byte on its documents (100 KB per domain)\n",
              "| arm | steps | train s | parameters | val loss (per seed) | bits per byte (mean) | vs baseline |",
              "|---|---:|---:|---:|---|---:|---:|"]
     for name, arm_rows in by_arm.items():
