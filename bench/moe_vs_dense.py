@@ -76,8 +76,9 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], help="override for both runs")
     args = parser.parse_args()
 
-    dense = run("quickstart", "bench-dense", args.steps, args.extra)
-    moe = run("quickstart-moe", "bench-moe", args.steps, args.extra)
+    # both with AdamW, whatever the dense preset trains with: the comparison is of the layers
+    dense = run("quickstart", "bench-dense", args.steps, ["train.optimizer=adamw", *args.extra])
+    moe = run("quickstart-moe", "bench-moe", args.steps, ["train.optimizer=adamw", *args.extra])
 
     every = 5  # train.log_every above
     print("\n| model | total params | active params | steps | final val loss | tokens/s | expert load after "

@@ -44,6 +44,9 @@ from loom.model import GPT, ModelConfig
 from loom.train.cost import device_name, matmul_peak
 from loom.train.optim import autocast_context, make_optimizer
 
+# the model step both sides take: AdamW whatever the preset trains with (Muon is not the model)
+ADAMW = ["train.optimizer=adamw"]
+
 SEED = 1337
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def run_case(
     preset: str, device: torch.device, batch: int, seq_len: int, amp: bool, compile_: bool,
     steps: int, rounds: int, warmup: int,
 ) -> dict:
-    cfg = load_config(preset)
+    cfg = load_config(preset, ADAMW)
     mcfg, t = cfg.model, cfg.train
     torch.manual_seed(SEED)
     loom_model = GPT(mcfg).to(device)
@@ -204,7 +207,7 @@ def layouts_worker(steps: int, rounds: int, warmup: int) -> None:
     from loom.train.distributed import init_distributed
     from loom.train.parallelize import data_coordinates, plan_for
 
-    cfg = load_config("quickstart")
+    cfg = load_config("quickstart", ADAMW)
     t = cfg.train
     info = init_distributed("cpu")
     layouts = {"DDP": ParallelConfig(), "dp_shard=2": ParallelConfig(dp_shard=2), "tp=2": ParallelConfig(tp=2)}
@@ -283,7 +286,7 @@ def main() -> None:
         cpu = torch.device("cpu")
         peaks["a"] = matmul_peak(cpu)
         print(f"case a device: {device_name(cpu)}; fp32 2048^2 matmul peak {peaks['a'] / 1e9:.1f} GFLOP/s")
-        cfg = load_config("quickstart").train
+        cfg = load_config("quickstart", ADAMW).train
     if "a" in cases:
         results.append(("a", run_case("quickstart", cpu, cfg.micro_batch, cfg.seq_len, amp=False, compile_=False,
                                       steps=args.steps or 3, rounds=args.rounds, warmup=args.warmup or 2)))

@@ -182,7 +182,8 @@ def ablation_table(rows: list[dict], args) -> str:
     base_bpb = statistics.mean(r["bits_per_byte"] for r in base) if base else None
     lines = [f"preset {args.preset}, {args.budget_s:.0f} s of training per run, seeds 1..{args.seeds}; validation "
              "loss on the whole validation split, bits per byte on its documents (100 KB per domain)\n",
-             "| arm | steps | train s | parameters | val loss (per seed) | bits per byte (mean) | vs baseline |",
+             "| arm | steps | train s | parameters | val loss (per seed) | bits per byte (mean) "
+             "| vs baseline (bits per byte) |",
              "|---|---:|---:|---:|---|---:|---:|"]
     for name, arm_rows in by_arm.items():
         arm_rows.sort(key=lambda r: r["seed"])
