@@ -1,6 +1,7 @@
 """Faults on real processes: SIGKILL at random moments, a corrupt newest checkpoint, a hang
 caught by the watchdog, and torchrun restarting a run that hung."""
 
+import hashlib
 import json
 import os
 import random
@@ -71,11 +72,9 @@ def test_sigkill_at_five_random_moments_then_the_same_weights_as_an_uninterrupte
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err[-3000:]
     assert "trained 24 steps" in out
-    a = (whole.run_dir / "checkpoints" / "step_000024" / "model.safetensors").read_bytes()
-    b = (ckpts / "step_000024" / "model.safetensors").read_bytes()
-    assert a == b
-    a = (whole.run_dir / "checkpoints" / "step_000024" / "optim.pt").read_bytes()
-    assert a == (ckpts / "step_000024" / "optim.pt").read_bytes()
+    for name in ("model.safetensors", "optim.pt"):  # digests: pytest's diff of two megabyte strings takes hours
+        a = hashlib.sha256((whole.run_dir / "checkpoints" / "step_000024" / name).read_bytes()).hexdigest()
+        assert a == hashlib.sha256((ckpts / "step_000024" / name).read_bytes()).hexdigest(), (name, events(run_dir))
     assert starts(run_dir) == 6 and [e for e in events(run_dir) if e["event"] == "resume"]
     assert not list(ckpts.glob(".tmp_*"))
 

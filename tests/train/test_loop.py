@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import rewind_to_step_3, tiny_config
 from loom.config import load_config
 from loom.errors import CheckpointError, ConfigError
 from loom.model import GPT
@@ -83,7 +83,6 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
 
 def test_muon_trains_and_resumes_bit_for_bit(tiny_root):
     """Muon beside AdamW, checkpointed as one optimizer: a resumed run equals an unbroken one."""
-    import shutil
 
     extra = ["train.optimizer=muon", "train.schedule=wsd"]
     whole = tiny_config(tiny_root, "muon-whole", extra)
@@ -91,8 +90,7 @@ def test_muon_trains_and_resumes_bit_for_bit(tiny_root):
     assert summary["final_val_loss"] < summary["first_val_loss"]
     cut = tiny_config(tiny_root, "muon-cut", extra)
     train(cut)
-    shutil.rmtree(cut.run_dir / "checkpoints" / "step_000006")
-    (cut.run_dir / "checkpoints" / "latest").write_text("step_000003\n")
+    rewind_to_step_3(cut.run_dir)
     train(cut, resume="always")
     a = (whole.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
     assert a == (cut.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()

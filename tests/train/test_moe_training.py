@@ -2,11 +2,10 @@
 bias, and two DDP ranks following one process."""
 
 import json
-import shutil
 import subprocess
 import sys
 
-from conftest import tiny_config, tiny_overrides
+from conftest import rewind_to_step_3, tiny_config, tiny_overrides
 from loom.train import train
 
 MOE = ["model.moe.n_experts=4", "model.moe.top_k=2", "model.moe.bias_update_rate=0.01",
@@ -30,8 +29,7 @@ def test_moe_training_logs_routing_and_resumes_bit_for_bit(tiny_root):
             assert layer["aux_loss"] > 0
     cut = tiny_config(tiny_root, "moe-cut", MOE)
     train(cut)
-    shutil.rmtree(cut.run_dir / "checkpoints" / "step_000006")
-    (cut.run_dir / "checkpoints" / "latest").write_text("step_000003\n")
+    rewind_to_step_3(cut.run_dir)
     train(cut, resume="always")
     a = (whole.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
     b = (cut.run_dir / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()

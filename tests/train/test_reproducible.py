@@ -2,9 +2,8 @@
 
 import io
 import json
-import shutil
 
-from conftest import run_loom, tiny_config, tiny_overrides
+from conftest import rewind_to_step_3, run_loom, tiny_config, tiny_overrides
 from loom.checkpoint import FILES, verify_checkpoint
 from loom.train import train
 
@@ -44,8 +43,7 @@ def test_a_checkpoint_from_before_timing_json_still_resumes(tiny_root):
     cfg = tiny_config(tiny_root, "old-layout")
     train(cfg)
     ckpts = cfg.run_dir / "checkpoints"
-    shutil.rmtree(ckpts / "step_000006")
-    (ckpts / "latest").write_text("step_000003\n")
+    rewind_to_step_3(ckpts.parent)
     old = ckpts / "step_000003"
     timing = json.loads((old / "timing.json").read_text())
     state = json.loads((old / "state.json").read_text())

@@ -1,10 +1,9 @@
 import json
-import shutil
 
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import rewind_to_step_3, tiny_config
 from loom.checkpoint import find_resumable, load_trained_model, verify_checkpoint
 from loom.errors import CheckpointError, ConfigError
 from loom.train import train
@@ -25,8 +24,7 @@ def test_resume_continues_bit_for_bit(tiny_root):
     # The same run, "killed" after its step-3 checkpoint: drop what came after, then resume.
     cut = tiny_config(tiny_root, "cut")
     train(cut)
-    shutil.rmtree(cut.run_dir / "checkpoints" / "step_000006")
-    (cut.run_dir / "checkpoints" / "latest").write_text("step_000003\n")
+    rewind_to_step_3(cut.run_dir)
     resumed = train(cut, resume="always")
     assert resumed["steps"] == 6
 

@@ -2,7 +2,6 @@
 that starts from the base run's weights, exact resume, and bad data refused by file and line."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import rewind_to_step_3
 from loom.checkpoint import load_trained_model
 from loom.train import distributed
 from loom.train.sft import IGNORED, ConversationData, sft, sft_config
@@ -81,8 +81,7 @@ def test_sft_resumes_bit_for_bit(tiny_run, tmp_path):
     assert whole["steps"] == 6
     runs = run_dir.parent
     sft(run_dir, data, [*SHORT, 'run.name="sft-cut"'])  # then "killed" after its step-3 checkpoint:
-    shutil.rmtree(runs / "sft-cut" / "checkpoints" / "step_000006")
-    (runs / "sft-cut" / "checkpoints" / "latest").write_text("step_000003\n")
+    rewind_to_step_3(runs / "sft-cut")
     resumed = sft(run_dir, data, [*SHORT, 'run.name="sft-cut"'], resume="always")
     assert resumed["steps"] == 6
     a = (runs / "sft-whole" / "checkpoints" / "step_000006" / "model.safetensors").read_bytes()
