@@ -433,13 +433,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, device="
         )
     if optimizer is not None:
         optim = torch.load(path / "optim.pt", map_location="cpu" if sharded else device, weights_only=True)
-        if "param_groups" not in optim and not isinstance(optimizer, torch.optim.Optimizer):
-            named = False  # two optimizers' states (loom.train.optim.MuonAndAdamW): never written sharded
-        elif "param_groups" not in optim:
+        groups = optim.get("param_groups")  # None: two optimizers' states (loom.train.optim.MuonAndAdamW)
+        if groups is None and isinstance(optimizer, torch.optim.Optimizer):
             raise CheckpointError(f"the optimizer state in {path} is Muon's with AdamW's, and this run trains with "
                                   "AdamW alone; set train.optimizer = \"muon\" as it was, or start a new run")
-        else:
-            named = any(isinstance(k, str) for g in optim["param_groups"] for k in g["params"])
+        named = groups is not None and any(isinstance(k, str) for g in groups for k in g["params"])
         if sharded or named:
             # keyed by parameter name (written whole by a sharded run of an earlier loom): any layout
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
