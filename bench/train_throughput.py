@@ -7,6 +7,8 @@ head), on the same random batch and with the same optimizer hyper-parameters.
 
   case a (always):     the `quickstart` preset on the CPU, fp32, micro_batch x seq_len tokens per step;
   case b (CUDA only):  the `gpt2-124m` preset at 16 x 1024, bf16 autocast, torch.compile, fused AdamW;
+                       with `--float8`, also loom with its blocks' projections in float8
+                       (`train.float8`, torchao), its MFU still against the bf16 peak;
   case c (always):     loom's layouts over two processes (`torchrun`, gloo on the CPU): DDP,
                        FSDP2 (`parallel.dp_shard = 2`) and tensor parallel (`parallel.tp = 2`)
                        of the `quickstart` preset, each rank a micro-batch of its own (the two
@@ -23,7 +25,7 @@ The machine this runs on is often shared and noisy, so absolute numbers move fro
 The two models are therefore timed side by side, in interleaved rounds whose order alternates,
 and the number to read is the ratio: noise hits both implementations alike.
 
-    python bench/train_throughput.py [--cases a,b,c] [--steps N] [--rounds N] [--threads N]
+    python bench/train_throughput.py [--cases a,b,c] [--steps N] [--rounds N] [--threads N] [--float8]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from loom.config import load_config
 from loom.model import GPT, ModelConfig
 from loom.train.cost import device_name, matmul_peak
 from loom.train.optim import autocast_context, make_optimizer
+from loom.train.parallelize import float8_matmuls
 
 # the model step both sides take: AdamW whatever the preset trains with (Muon is not the model)
 ADAMW = ["train.optimizer=adamw"]
@@ -140,7 +143,7 @@ def interleaved_times(step_fns: dict[str, Callable[[], object]], steps: int, rou
 
 def run_case(
     preset: str, device: torch.device, batch: int, seq_len: int, amp: bool, compile_: bool,
-    steps: int, rounds: int, warmup: int,
+    steps: int, rounds: int, warmup: int, float8: bool = False,
 ) -> dict:
     cfg = load_config(preset, ADAMW)
     mcfg, t = cfg.model, cfg.train
@@ -181,6 +184,11 @@ def run_case(
         return step
 
     step_fns = {"loom": make_step(loom_model, loom_opt, loom_amp), "reference": make_step(ref_model, ref_opt, ref_amp)}
+    if float8:
+        torch.manual_seed(SEED)
+        fp8_model = GPT(mcfg).to(device)
+        float8_matmuls(fp8_model)
+        step_fns["loom float8"] = make_step(fp8_model, make_optimizer(fp8_model, cfg.train, device), loom_amp)
     first_loss = {}
     for name, step in step_fns.items():
         first_loss[name] = step().item()
@@ -269,6 +277,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per implementation")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: a 2, b 3)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--float8", action="store_true", help="case b: also loom with train.float8 (needs torchao)")
     args = parser.parse_args()
     if args.layouts_worker:
         layouts_worker(*args.layouts_worker)
@@ -298,7 +307,8 @@ def main() -> None:
             peaks["b"] = matmul_peak(gpu)
             print(f"case b device: {device_name(gpu)}; bf16 8192^2 matmul peak {peaks['b'] / 1e12:.1f} TFLOP/s")
             results.append(("b", run_case("gpt2-124m", gpu, 16, 1024, amp=True, compile_=True,
-                                          steps=args.steps or 10, rounds=args.rounds, warmup=args.warmup or 3)))
+                                          steps=args.steps or 10, rounds=args.rounds, warmup=args.warmup or 3,
+                                          float8=args.float8)))
 
     layouts = run_layouts(args.steps or 3, args.rounds, args.warmup or 2) if "c" in cases else None
 
@@ -311,7 +321,7 @@ def main() -> None:
         rate = {name: tokens / s for name, s in r["seconds"].items()}
         for name, s in r["seconds"].items():
             mfu = rate[name] * r["flops_per_token"] / peaks[case]
-            ratio = f"{rate['loom'] / rate['reference']:.3f}" if name == "loom" else ""
+            ratio = f"{rate[name] / rate['reference']:.3f}" if name != "reference" else ""
             print(f"| {case} | {r['preset']} | {r['batch']} x {r['seq_len']} | {name} | {s * 1e3:.1f} "
                   f"| {rate[name]:,.0f} | {mfu:.1%} | {ratio} |")
     if layouts:

@@ -19,6 +19,8 @@ vocabularies. Arms (`--arms`, or `--arm name=key=value,key=value` for a combinat
   lr_half / lr_double         half / twice its peak learning rate
   vocab_4096   tokenizer.vocab_size = 4096 (its own data directory; compare bits per byte)
   deeper / wider              1.5x its layers / 3 x 384 (32-wide heads)
+  seq_warmup   sequence-length warmup (`SequenceLengthWarmup`): the first quarter of the steps
+               train on sequences of 1/8, 1/4, then 1/2 the length, the same tokens per step
 
     python experiments/recipe_ablations.py [--out runs/exp-recipe] [--budget-s 120] [--seeds 2]
                                            [--arms baseline,muon,...] [--arm name=k=v,k=v]
@@ -55,7 +57,9 @@ ARMS = {  # in the order they run: rows are kept as they finish, so a cut-short 
     "deeper": ["model.n_layer*1.5"],
     "wider": ["model.n_layer=3", "model.d_model=384", "model.n_head=12", "model.n_kv_head=6"],
     "vocab_4096": ["tokenizer.vocab_size=4096", "model.vocab_size=4096"],
+    "seq_warmup": [],  # not a config key: a loss plug (SEQ_WARMUP_ARMS)
 }
+SEQ_WARMUP_ARMS = {"seq_warmup"}
 PROBE_STEPS = 30  # the first 10 are left out of the timing (allocation, warm caches)
 
 
@@ -70,6 +74,30 @@ def scaled(overrides: list[str], base) -> list[str]:
             o = f"{key}={round(value) if isinstance(getattr(getattr(base, section), name), int) else value}"
         out.append(o)
     return out
+
+
+class SequenceLengthWarmup:
+    """Sequence-length warmup (Li, Zhang and He 2022, "The Stability-Efficiency Dilemma"): over
+    the first `ramp` steps each micro-batch of B sequences of T tokens is trained as B*T/t
+    sequences of t tokens, t doubling from T/8 in equal stages; later steps train at T. Tokens
+    per step, data order and schedule are the baseline's. It is a loss plug of the trainer (one
+    call per micro-batch, `accum` to a step), so it lives here until an ablation earns it a key.
+    The attention it saves is a small share of this model's work, so the arm gets the baseline's
+    step count and its row shows the seconds it took."""
+
+    def __init__(self, ramp: int, accum: int, seq_len: int, stages: int = 3):
+        if seq_len % (1 << stages):
+            raise SystemExit(f"seq_warmup: train.seq_len ({seq_len}) must be a multiple of {1 << stages}")
+        self.ramp, self.accum, self.seq_len, self.stages, self.calls = max(1, ramp), accum, seq_len, stages, 0
+
+    def length_at(self, step: int) -> int:
+        stage = step * self.stages // self.ramp if step < self.ramp else self.stages
+        return self.seq_len >> (self.stages - stage)
+
+    def __call__(self, model, x, y):
+        t = self.length_at(self.calls // self.accum)
+        self.calls += 1
+        return model(x.reshape(-1, t), y.reshape(-1, t))
 
 
 def seconds_per_step(cfg) -> float:
@@ -154,7 +182,11 @@ def main() -> None:
                                             f"train.eval_every={steps}", f"train.ckpt_every={steps}"])
             shutil.rmtree(cfg.run_dir, ignore_errors=True)
             started = time.time()
-            summary = train_to_the_end(cfg)
+            plugs = {}
+            if name in SEQ_WARMUP_ARMS:
+                accum = max(1, cfg.train.batch_tokens // (cfg.train.micro_batch * cfg.train.seq_len))
+                plugs["loss"] = SequenceLengthWarmup(steps // 4, accum, cfg.train.seq_len)
+            summary = train_to_the_end(cfg, **plugs)
             figures = bits_per_byte(LoomLM.from_run(cfg.run_dir), reference_shards, "val",
                                     max_bytes_per_domain=100_000)
             row = {"arm": name, "seed": seed, "overrides": overrides, "steps": steps,

@@ -20,6 +20,10 @@ neighbours (on one node, where the fast links are) and read the same data.
     (`MixedPrecisionPolicy`); on the CPU all is fp32, and a sharded run's steps equal one
     process's up to float rounding.
 
+`train.float8`: the blocks' linear layers multiply in float8 through torchao (`float8_matmuls`),
+applied first, to the model as built, so every layout below sees ordinary modules with
+ordinary weights.
+
 `parallel.activation_checkpointing`: "full" runs every block's forward under
 `torch.utils.checkpoint` (non-reentrant), its activations recomputed in the backward pass;
 "selective" keeps the outputs of the matrix products and attention and recomputes only the
@@ -43,6 +47,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from loom.checkpoint import tied_names
+from loom.errors import ConfigError
 from loom.model import GPT
 from loom.train import distributed
 
@@ -155,6 +160,28 @@ def checkpoint_activations(model: GPT, mode: str = "full") -> None:
         block.forward = recomputed
 
 
+FLOAT8_LAYERS = ("q_proj", "k_proj", "v_proj", "out_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def float8_matmuls(model: GPT) -> None:
+    """The blocks' projections (attention and MLP; a shared expert's too) multiply in float8:
+    torchao's `convert_to_float8_training`, dynamic per-tensor scales, e4m3 forward and e5m2
+    gradients. The weights stay in their own dtype and keep their names, so checkpoints, resumes
+    and exports are as without it. The embedding, head and MoE router are left alone, as
+    torchtitan leaves the output layer: logits and routing scores are where low precision costs
+    most. Layers whose sides are not multiples of 16 (float8 kernels' tile) are left too."""
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError as e:
+        raise ConfigError(f"train.float8 needs torchao ({e}); pip install torchao, or set train.float8 = false") from e
+
+    def chosen(module: torch.nn.Module, name: str) -> bool:
+        return (name.rpartition(".")[2] in FLOAT8_LAYERS
+                and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+    convert_to_float8_training(model.blocks, module_filter_fn=chosen)
+
+
 def plan_for(p, info: distributed.DistInfo, seed: int):
     """The parallelism plan for `p` (the [parallel] section) on this run's processes; degrees the
     world size cannot hold are refused here, before the model is built. A plan takes a model
@@ -162,6 +189,8 @@ def plan_for(p, info: distributed.DistInfo, seed: int):
     replicas, shards, tp = p.degrees(info.world_size)
 
     def plan(model: GPT, info: distributed.DistInfo, t) -> torch.nn.Module:
+        if t.float8:
+            float8_matmuls(model)
         if shards == tp == 1:
             materialize(model, info.device, seed)  # DDP starts from the parameters as they are
             if p.activation_checkpointing != "none":
