@@ -153,27 +153,29 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
-    done = {(r["arm"], r["seed"]) for r in map(json.loads, rows_path.read_text().splitlines())} \
-        if rows_path.exists() else set()
+    kept = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.exists() else []
+    done = {(r["arm"], r["seed"]) for r in kept}
+    # arms whose configs are the same (baseline and the loss-plug arms) share one probe, so one step count
+    probed = {tuple(r["overrides"]): r["probe_seconds_per_step"] for r in kept}
     base = load_config(args.preset, [])
-    reference_shards = build_dataset(base)  # the preset's data: every arm's bits per byte on its validation
+    build_dataset(base)
     for name, overrides in arms.items():
         overrides = scaled(overrides, base)
         data = []
-        if any(o.startswith("tokenizer.") for o in overrides):  # another tokenizer: its own shards
-            data = [f'data.dir="{out}/data-{name}"']
+        if any(o.startswith("tokenizer.") for o in overrides):  # another tokenizer: its own shards, whose
+            data = [f'data.dir="{out}/data-{name}"']  # validation split is the same documents
         common = [f'run.dir="{out}/runs"', 'train.device="cpu"', "train.eval_batches=1000000000",
                   *data, *overrides]
         probe = load_config(args.preset, [*common, f'run.name="{name}-probe"', f"train.steps={PROBE_STEPS}",
                                           f"train.eval_every={PROBE_STEPS}", "train.eval_batches=1",
                                           "train.log_every=1", f"train.ckpt_every={PROBE_STEPS}",
                                           "train.warmup_steps=5"])
-        build_dataset(probe)
-        step_s = None
+        shards = build_dataset(probe)  # bits per byte on its validation split: the same documents for every arm
         for seed in range(1, args.seeds + 1):
             if (name, seed) in done:
                 continue
-            step_s = step_s or seconds_per_step(probe)
+            step_s = probed.get(tuple(overrides)) or seconds_per_step(probe)
+            probed[tuple(overrides)] = step_s
             steps = max(PROBE_STEPS, math.floor(args.budget_s / step_s))
             # warmup keeps its share of the preset's schedule
             warmup = max(1, round(base.train.warmup_steps * steps / base.train.steps))
@@ -187,12 +189,13 @@ def main() -> None:
                 accum = max(1, cfg.train.batch_tokens // (cfg.train.micro_batch * cfg.train.seq_len))
                 plugs["loss"] = SequenceLengthWarmup(steps // 4, accum, cfg.train.seq_len)
             summary = train_to_the_end(cfg, **plugs)
-            figures = bits_per_byte(LoomLM.from_run(cfg.run_dir), reference_shards, "val",
+            figures = bits_per_byte(LoomLM.from_run(cfg.run_dir), shards, "val",
                                     max_bytes_per_domain=100_000)
             row = {"arm": name, "seed": seed, "overrides": overrides, "steps": steps,
                    "probe_seconds_per_step": round(step_s, 4), "train_seconds": round(summary["train_seconds"], 1),
                    "parameters": summary["parameters"], "tokens": summary["tokens"],
                    "val_loss": summary["final_val_loss"], "bits_per_byte": figures["all"]["bits_per_byte"],
+                   "bits_per_byte_of": figures["all"]["bytes"],
                    "wall_seconds": round(time.time() - started, 1)}
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")

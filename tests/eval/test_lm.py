@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from loom.data import iter_documents, shard_dir
+from loom.errors import DataError
 from loom.eval.bpb import bits_per_byte
 from loom.eval.lm import LoomLM, cut_at_stop, sliding_windows
 from loom.model import generate
@@ -86,6 +87,12 @@ def test_bits_per_byte_cap_takes_documents_in_order(short_docs):
         if domain != "all":
             assert 1 <= row["docs"] and row["bytes"] - 100 < max(
                 b for _, b, d in iter_documents(shard_dir(cfg), "train") if d == domain)
+
+
+def test_bits_per_byte_refuses_shards_of_another_tokenizer(short_docs, tiny_run):
+    cfg, _ = short_docs  # 300 pieces; the tiny run's tokenizer has 512 others
+    with pytest.raises(DataError, match="tokenized with another tokenizer than the model's"):
+        bits_per_byte(LoomLM.from_run(tiny_run[0]), shard_dir(cfg), split="val")
 
 
 def test_loglikelihood_is_the_continuations_share_of_the_forward_pass(tiny_run):
