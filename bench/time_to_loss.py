@@ -236,6 +236,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from loom.util import keep_freed_memory
+
+    keep_freed_memory()  # as loom's trainer does on a CPU; the reference, in this process too, gets it alike
 
     from loom.config import load_config
     from loom.data import build_dataset

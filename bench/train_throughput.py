@@ -46,6 +46,7 @@ from loom.model import GPT, ModelConfig
 from loom.train.cost import device_name, matmul_peak
 from loom.train.optim import autocast_context, make_optimizer
 from loom.train.parallelize import float8_matmuls
+from loom.util import keep_freed_memory
 
 # the model step both sides take: AdamW whatever the preset trains with (Muon is not the model)
 ADAMW = ["train.optimizer=adamw"]
@@ -287,6 +288,7 @@ def main() -> None:
         raise SystemExit(f"--cases {args.cases}: use a comma-separated list of a, b and c")
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as loom's trainer does on a CPU, for both models (one process)
     started = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
 

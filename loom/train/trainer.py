@@ -65,7 +65,7 @@ from loom.train.health import HANG_EXIT_CODE, FaultInjector, Guards, Heartbeat, 
 from loom.train.optim import autocast_context, lr_at, make_optimizer, moe_step
 from loom.train.parallelize import data_coordinates, gradient_sync, is_sharded, plan_for
 from loom.train.report import RunLog, first_logged_val_loss, read_jsonl, recorded_summary, run_summary, write_report
-from loom.util import atomic_write_text, remove_leftovers
+from loom.util import atomic_write_text, keep_freed_memory, remove_leftovers
 
 # ---------------------------------------------------------------------------------------------
 # What plugs in: the data, the loss, the parallelism plan
@@ -328,6 +328,8 @@ class Trainer:
             remove_leftovers(ckpt_root, ".tmp_step_*")  # saves cut short by a crash; not a live writer's
         distributed.barrier()
 
+        if self.device.type == "cpu":  # big tensors freed each step are reused, not faulted in anew
+            keep_freed_memory()
         seed_everything(cfg.run.seed)
         with torch.device("meta"):  # shapes only: the plan gives each rank storage for its pieces
             self.model = GPT(cfg.model)
