@@ -57,9 +57,8 @@ ARMS = {  # in the order they run: rows are kept as they finish, so a cut-short 
     "deeper": ["model.n_layer*1.5"],
     "wider": ["model.n_layer=3", "model.d_model=384", "model.n_head=12", "model.n_kv_head=6"],
     "vocab_4096": ["tokenizer.vocab_size=4096", "model.vocab_size=4096"],
-    "seq_warmup": [],  # not a config key: a loss plug (SEQ_WARMUP_ARMS)
+    "seq_warmup": [],  # not a config key: a loss plug (SequenceLengthWarmup)
 }
-SEQ_WARMUP_ARMS = {"seq_warmup"}
 PROBE_STEPS = 30  # the first 10 are left out of the timing (allocation, warm caches)
 
 
@@ -158,7 +157,6 @@ def main() -> None:
     # arms whose configs are the same (baseline and the loss-plug arms) share one probe, so one step count
     probed = {tuple(r["overrides"]): r["probe_seconds_per_step"] for r in kept}
     base = load_config(args.preset, [])
-    build_dataset(base)
     for name, overrides in arms.items():
         overrides = scaled(overrides, base)
         data = []
@@ -185,7 +183,7 @@ def main() -> None:
             shutil.rmtree(cfg.run_dir, ignore_errors=True)
             started = time.time()
             plugs = {}
-            if name in SEQ_WARMUP_ARMS:
+            if name == "seq_warmup":
                 accum = max(1, cfg.train.batch_tokens // (cfg.train.micro_batch * cfg.train.seq_len))
                 plugs["loss"] = SequenceLengthWarmup(steps // 4, accum, cfg.train.seq_len)
             summary = train_to_the_end(cfg, **plugs)

@@ -25,10 +25,10 @@ from loom.eval.lm import LoomLM
 def bits_per_byte(lm: LoomLM, shard_dir: str | os.PathLike, split: str = "val",
                   max_bytes_per_domain: int | None = None, batch_docs: int = 64) -> dict[str, dict]:
     """{domain: {"bits_per_byte", "bytes", "tokens", "docs"}} plus "all" over every domain."""
-    built_with = read_manifest(shard_dir).get("tokenizer_sha256")
-    if built_with is not None and built_with != lm.tok.sha256():  # its ids would mean other pieces to the model
+    built_with, models = read_manifest(shard_dir).get("tokenizer_sha256"), lm.tok.sha256()
+    if built_with is not None and built_with != models:  # its ids would mean other pieces to the model
         raise DataError(f"{shard_dir} was tokenized with another tokenizer than the model's (sha256 "
-                        f"{built_with[:12]}... against {lm.tok.sha256()[:12]}...): score the shards built with "
+                        f"{built_with[:12]}... against {models[:12]}...): score the shards built with "
                         "the run's tokenizer (bits per byte compares across tokenizers; token ids do not)")
     totals: dict[str, dict] = defaultdict(lambda: {"nats": 0.0, "bytes": 0, "tokens": 0, "docs": 0})
     pending: list[tuple[list[int], int, str]] = []
